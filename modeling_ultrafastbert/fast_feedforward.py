@@ -23,15 +23,19 @@ FFF_INFERENCE_MODES = ("conditional", "dense")
 FFF_KERNELS = ("auto", "torch", "native")
 MAX_FFF_DEPTH = 24  # 2**25 neurons per tree: beyond this the masked training path cannot fit in memory anyway
 
-try:  # compiled CPU kernel (built on first use or at install time); absent when no C++ toolchain is around
-    from . import fff_cpu_kernel as _cpu_kernel
+# Native kernels are flat sibling modules so that they travel with remote code. They are imported in the
+# `from .module import name` form on purpose: transformers only finds (and copies) relative imports written that way.
+try:  # compiled CPU kernel (built on first use); absent when no C++ toolchain is around
+    from .fff_cpu_kernel import fff_forward as cpu_fff_forward
+    from .fff_cpu_kernel import is_available as cpu_kernel_available
 except ImportError:  # pragma: no cover - depends on the environment
-    _cpu_kernel = None
+    cpu_fff_forward = cpu_kernel_available = None
 
 try:  # Triton GPU kernel; Triton is optional
-    from . import fff_triton_kernel as _triton_kernel
+    from .fff_triton_kernel import fff_forward as triton_fff_forward
+    from .fff_triton_kernel import is_available as triton_kernel_available
 except ImportError:  # pragma: no cover - depends on the environment
-    _triton_kernel = None
+    triton_fff_forward = triton_kernel_available = None
 
 
 def _gelu(z: torch.Tensor) -> torch.Tensor:
@@ -110,13 +114,13 @@ def _warn_once(key: str, message: str) -> None:
 def native_kernel_status(device_type: str) -> tuple[bool, str]:
     """Whether a native conditional kernel can run on ``device_type`` ("cpu" / "cuda"), and why not if it can't."""
     if device_type == "cpu":
-        if _cpu_kernel is None:
+        if cpu_kernel_available is None:
             return False, "the CPU kernel module could not be imported"
-        return _cpu_kernel.is_available()
+        return cpu_kernel_available()
     if device_type == "cuda":
-        if _triton_kernel is None:
-            return False, "Triton is not installed"
-        return _triton_kernel.is_available()
+        if triton_kernel_available is None:
+            return False, "the Triton kernel module could not be imported"
+        return triton_kernel_available()
     return False, f"no native FFF kernel exists for device type {device_type!r}"
 
 
@@ -145,8 +149,8 @@ def fff_conditional(
             "fff_kernel='native' is forward-only; run under torch.no_grad()/inference_mode, or use fff_kernel='auto'."
         )
     if available:
-        module = _cpu_kernel if x.device.type == "cpu" else _triton_kernel
-        return module.fff_forward(x, in_weight, in_bias, out_weight)
+        forward = cpu_fff_forward if x.device.type == "cpu" else triton_fff_forward
+        return forward(x, in_weight, in_bias, out_weight)
     if kernel == "native":
         raise RuntimeError(f"fff_kernel='native' was requested on {x.device.type}, but {reason}.")
     _warn_once(
