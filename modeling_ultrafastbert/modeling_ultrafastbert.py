@@ -34,6 +34,7 @@ AUTO_MAP = {
     "AutoModelForTokenClassification": "modeling_ultrafastbert.UltraFastBertForTokenClassification",
     "AutoModelForQuestionAnswering": "modeling_ultrafastbert.UltraFastBertForQuestionAnswering",
 }
+_AUTO_CLASS_OF = {name.split(".")[1]: auto for auto, name in AUTO_MAP.items() if auto != "AutoConfig"}
 
 
 def _is_compiling() -> bool:
@@ -200,12 +201,15 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
             init.constant_(module.scale_factor, 1.0 / math.sqrt(module.hidden_size))
             init.copy_(module.sinusoids, module.make_table(module.hidden_size, module.max_positions))
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Marking each class with its auto class makes save_pretrained copy the remote-code files (the configuration,
+        # this file and the FFF/kernel modules it imports) next to the weights.
+        cls._auto_class = _AUTO_CLASS_OF.get(cls.__name__, "AutoModel")
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers only records the auto class of the saved object; a checkpoint of ours names all of them, and
-        # the remote-code files (configuration, modeling and the FFF/kernel modules it imports) travel with it.
+        # transformers records only the auto class of the saved object; a checkpoint of ours names all of them
         self.config.auto_map = dict(AUTO_MAP)
-        if self._auto_class is None:
-            self._auto_class = _AUTO_CLASS_OF.get(type(self).__name__, "AutoModel")
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -436,7 +440,8 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
         self.num_labels = config.num_labels
         self.ultrafastbert = UltraFastBertModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        # not "classifier": that name is the sequence head's (a different shape), and checkpoints load across heads
+        self.token_classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     def forward(
@@ -456,7 +461,7 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
             input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.classifier(self.dropout(outputs.last_hidden_state))
+        logits = self.token_classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
             loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
@@ -518,8 +523,6 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
             attentions=outputs.attentions,
         )
 
-
-_AUTO_CLASS_OF = {name.split(".")[1]: auto for auto, name in AUTO_MAP.items() if auto != "AutoConfig"}
 
 __all__ = [
     "UltraFastBertPreTrainedModel",
