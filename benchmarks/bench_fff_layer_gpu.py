@@ -1,0 +1,158 @@
+"""GPU benchmark of conditional FFF inference vs a dense cuBLAS feedforward (H100 / any CUDA GPU).
+
+Layer level (hidden 768, one tree of depth 11 = 4095 neurons, 12 visited per token), tokens in {128, 4096, 16384,
+65536}: dense FF-3072 (Linear-GELU-Linear, cuBLAS, same dtype), our masked path (fff_masked), the pure-PyTorch
+conditional walk (fff_conditional_torch) and the Triton kernel (auto, plus each strategy). Model level: the full
+1x11 UltraFastBERT (16 layers) for sequence classification at 32x128 tokens vs transformers' BertForSequenceClassification
+of the same shape with a 3072 FF (sdpa). Medians from triton.testing.do_bench (CUDA events), inputs rotated among 4
+buffers so that repeated calls do not just hit L2. Correctness is checked before timing.
+
+    python3 benchmarks/bench_fff_layer_gpu.py [--dtype bf16] [--tokens 128 4096 16384 65536] [--skip-model]
+"""
+
+import argparse
+import math
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import triton  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
+
+from modeling_ultrafastbert import fff_triton_kernel as tk  # noqa: E402
+from modeling_ultrafastbert.fast_feedforward import fff_conditional_torch, fff_masked, fff_paths_torch  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def median_us(fn, rotate):
+    state = {"i": 0}
+
+    def call():
+        state["i"] = (state["i"] + 1) % rotate
+        fn(state["i"])
+
+    return 1000.0 * do_bench(call, warmup=50, rep=300, return_mode="median")
+
+
+def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rotate=4):
+    dev = "cuda"
+    nodes = 2 ** (depth + 1) - 1
+    in_w = (torch.randn(1, nodes, hidden, device=dev) / math.sqrt(hidden)).to(dtype)
+    in_b = (torch.randn(1, nodes, device=dev) * 0.1).to(dtype)
+    out_w = (torch.randn(1, nodes, hidden, device=dev) / math.sqrt(depth + 1)).to(dtype)
+    dense = torch.nn.Sequential(
+        torch.nn.Linear(hidden, dense_width), torch.nn.GELU(), torch.nn.Linear(dense_width, hidden)
+    ).to(dev, dtype)
+    rows = []
+    for tokens in tokens_list:
+        xs = [torch.randn(tokens, hidden, device=dev, dtype=dtype) for _ in range(rotate)]
+        # correctness on this very input: kernel vs fp32 walk on the tokens whose decisions cannot flip
+        with torch.no_grad():
+            x = xs[0]
+            ref = fff_conditional_torch(x.float(), in_w.float(), in_b.float(), out_w.float())
+            _, logits = fff_paths_torch(x.float(), in_w.float(), in_b.float())
+            keep = logits.abs().amin(dim=(1, 2)) > (1e-4 if dtype == torch.float32 else 0.02)
+            errs = {}
+            for strategy in ("walk", "grouped"):
+                y = tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy)
+                errs[strategy] = ((y[keep].float() - ref[keep]).norm() / ref[keep].norm()).item()
+        contenders = {
+            "dense FF-3072 (cuBLAS)": lambda i: dense(xs[i]),
+            "fff_masked": lambda i: fff_masked(xs[i], in_w, in_b, out_w),
+            "fff_conditional_torch": lambda i: fff_conditional_torch(xs[i], in_w, in_b, out_w),
+            "triton walk": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="walk"),
+            "triton grouped": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="grouped"),
+            "triton auto (dispatch)": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w),
+        }
+        times = {}
+        with torch.inference_mode():
+            for name, fn in contenders.items():
+                if name == "fff_masked" and tokens * nodes * 2 * 4 > 8 * 2**30:
+                    times[name] = float("nan")
+                    continue
+                times[name] = median_us(fn, rotate)
+        base = times["dense FF-3072 (cuBLAS)"]
+        print(f"\n== tokens={tokens} dtype={dtype} (stable tokens {keep.float().mean().item():.3f}; rel. err vs fp32 "
+              f"walk: walk {errs['walk']:.2e}, grouped {errs['grouped']:.2e})")
+        print(f"{'implementation':28s} {'median us':>11s} {'speedup vs dense':>17s}")
+        for name, t in times.items():
+            print(f"{name:28s} {t:11.1f} {base / t:16.2f}x")
+            rows.append((tokens, name, t, base / t))
+        # floor: activations in + out once, weights once (bytes); visited-node FLOPs
+        elem = torch.finfo(dtype).bits // 8
+        floor_bytes = 2 * tokens * hidden * elem + (2 * nodes * hidden + nodes) * elem
+        flops = tokens * (depth + 1) * hidden * 4
+        dense_flops = tokens * hidden * dense_width * 4
+        print(f"floor: {floor_bytes / 1e6:.1f} MB -> {floor_bytes / 3.0e12 * 1e6:.1f} us at 3.0 TB/s; "
+              f"FFF {flops / 1e9:.2f} GFLOP (dense {dense_flops / 1e9:.1f} GFLOP, {dense_flops / base / 1e6:.0f} "
+              f"TFLOP/s achieved)")
+    return rows
+
+
+def model_bench(dtype, batch=32, seq=128):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from modeling_ultrafastbert import UltraFastBertConfig, UltraFastBertForSequenceClassification
+
+    dev = "cuda"
+    config = UltraFastBertConfig()  # the full 1x11 model: 16 layers, hidden 768, 12 heads, vocab 32768
+    fff = UltraFastBertForSequenceClassification(config).to(dev, dtype).eval()
+    bert_config = BertConfig(
+        vocab_size=config.vocab_size, hidden_size=768, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+    )
+    bert = BertForSequenceClassification._from_config(bert_config, attn_implementation="sdpa").to(dev, dtype).eval()
+    inputs = [
+        (torch.randint(1, config.vocab_size, (batch, seq), device=dev), torch.ones(batch, seq, dtype=torch.long, device=dev))
+        for _ in range(4)
+    ]
+
+    def run_fff(i):
+        return fff(input_ids=inputs[i][0], attention_mask=inputs[i][1]).logits
+
+    def run_bert(i):
+        return bert(input_ids=inputs[i][0], attention_mask=inputs[i][1]).logits
+
+    times = {}
+    with torch.inference_mode():
+        times["BERT dense FF-3072 (sdpa)"] = median_us(run_bert, 4)
+        for kernel in ("native", "torch"):
+            fff.config.fff_kernel = kernel
+            fff.config.fff_inference = "conditional"
+            times[f"UltraFastBERT-1x11 conditional, fff_kernel={kernel}"] = median_us(run_fff, 4)
+        fff.config.fff_inference = "dense"
+        times["UltraFastBERT-1x11 fff_inference=dense (masked)"] = median_us(run_fff, 4)
+        fff.config.fff_inference = "conditional"
+        fff.config.fff_kernel = "native"
+    base = times["BERT dense FF-3072 (sdpa)"]
+    print(f"\n== whole model, {batch}x{seq} tokens, {dtype} (UltraFastBERT input validation does one .max() host sync "
+          "per call)")
+    print(f"{'model':52s} {'median us':>11s} {'speedup vs BERT':>16s}")
+    for name, t in times.items():
+        print(f"{name:52s} {t:11.1f} {base / t:15.2f}x")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--tokens", type=int, nargs="+", default=[128, 4096, 16384, 65536])
+    parser.add_argument("--skip-model", action="store_true")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU")
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+    print(f"GPU: {props.name}, {props.multi_processor_count} SMs | torch {torch.__version__} (CUDA {torch.version.cuda}) "
+          f"| triton {triton.__version__} | python {platform.python_version()}")
+    layer_bench(args.tokens, DTYPES[args.dtype])
+    if not args.skip_model:
+        model_bench(DTYPES[args.dtype])
+
+
+if __name__ == "__main__":
+    main()
