@@ -1,0 +1,1 @@
+"""Conversion of original UltraFastBERT checkpoints and Hub upload helpers."""

@@ -1,0 +1,1 @@
+"""Model card (Hub README.md) generation for UltraFastBERT checkpoints."""
