@@ -444,9 +444,11 @@ def verify_written(tmp_dir: Path, model, src_dir: Path, tolerance: float = TOLER
         reference = load_file(str(src_dir / REFERENCE_FILE))
     problems = []
     ids, mask = _probe_inputs(model.config)
+    saved_kernel = model.config.fff_kernel
     for mode in ("conditional", "dense"):
         for m in (model, reloaded):
-            m.config.fff_inference = mode
+            # the mapping is what is checked here; the pure-PyTorch path needs no compiler (kernels have own tests)
+            m.config.fff_inference, m.config.fff_kernel = mode, "torch"
         ours, theirs = _outputs(model, ids, mask), _outputs(reloaded, ids, mask)
         for name in ours:
             diff = _max_diff(ours[name], theirs[name])
@@ -455,7 +457,7 @@ def verify_written(tmp_dir: Path, model, src_dir: Path, tolerance: float = TOLER
         if reference is not None:
             problems += [f"[{mode}] vs {REFERENCE_FILE}: {p}" for p in compare_to_reference(reloaded, reference, tolerance)]
     for m in (model, reloaded):
-        m.config.fff_inference = "conditional"
+        m.config.fff_inference, m.config.fff_kernel = "conditional", saved_kernel
     return problems
 
 
