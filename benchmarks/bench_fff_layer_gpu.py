@@ -39,6 +39,36 @@ def median_us(fn, rotate):
     return 1000.0 * do_bench(call, warmup=50, rep=300, return_mode="median")
 
 
+def graph_us(fn):
+    """GPU time alone: the call captured in a CUDA graph and replayed (no host launch overhead; inputs L2-warm)."""
+    try:
+        return 1000.0 * triton.testing.do_bench_cudagraph(lambda: fn(0), rep=200, return_mode="median")
+    except Exception as error:  # capture can fail (host syncs); report instead of hiding
+        print(f"  (graph capture failed: {type(error).__name__}: {str(error)[:120]})")
+        return float("nan")
+
+
+def sweep_grouped(tokens_list, dtype, in_w, in_b, out_w, hidden=768):
+    """Tile shapes of the grouped strategy (GPU time via graph replay, and host-launched median)."""
+    configs = [(64, 64, 64, 4, 3), (64, 64, 64, 8, 3), (128, 64, 64, 8, 3), (64, 64, 128, 4, 2), (32, 64, 64, 4, 3),
+               (128, 64, 128, 8, 2)]
+    saved = dict(tk.GROUPED_CONFIG)
+    print("\n== grouped strategy tile sweep (bt, bk, bn, warps, stages): host-launched median / graph-replay us")
+    for tokens in tokens_list:
+        xs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(4)]
+        line = []
+        for bt, bk, bn, warps, stages in configs:
+            tk.GROUPED_CONFIG.update(bt=bt, bk=bk, bn=bn, warps=warps, stages=stages)
+            fn = lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="grouped")  # noqa: E731
+            try:
+                line.append(f"{(bt, bk, bn, warps, stages)}: {median_us(fn, 4):.1f} / {graph_us(fn):.1f}")
+            except Exception as error:  # e.g. out of shared memory for a large tile
+                line.append(f"{(bt, bk, bn, warps, stages)}: failed ({type(error).__name__})")
+        print(f"tokens={tokens}: " + " | ".join(line))
+    tk.GROUPED_CONFIG.clear()
+    tk.GROUPED_CONFIG.update(saved)
+
+
 def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rotate=4):
     dev = "cuda"
     nodes = 2 ** (depth + 1) - 1
@@ -76,6 +106,8 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
                     times[name] = float("nan")
                     continue
                 times[name] = median_us(fn, rotate)
+        graph_times = {name: graph_us(contenders[name]) for name in
+                       ("dense FF-3072 (cuBLAS)", "triton walk", "triton grouped")}
         base = times["dense FF-3072 (cuBLAS)"]
         print(f"\n== tokens={tokens} dtype={dtype} (stable tokens {keep.float().mean().item():.3f}; rel. err vs fp32 "
               f"walk: walk {errs['walk']:.2e}, grouped {errs['grouped']:.2e})")
@@ -83,6 +115,9 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
         for name, t in times.items():
             print(f"{name:28s} {t:11.1f} {base / t:16.2f}x")
             rows.append((tokens, name, t, base / t))
+        gbase = graph_times["dense FF-3072 (cuBLAS)"]
+        print("GPU time alone (CUDA-graph replay, L2-warm): " + ", ".join(
+            f"{name} {t:.1f} us ({gbase / t:.2f}x)" for name, t in graph_times.items()))
         # floor: activations in + out once, weights once (bytes); visited-node FLOPs
         elem = torch.finfo(dtype).bits // 8
         floor_bytes = 2 * tokens * hidden * elem + (2 * nodes * hidden + nodes) * elem
@@ -91,6 +126,8 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
         print(f"floor: {floor_bytes / 1e6:.1f} MB -> {floor_bytes / 3.0e12 * 1e6:.1f} us at 3.0 TB/s; "
               f"FFF {flops / 1e9:.2f} GFLOP (dense {dense_flops / 1e9:.1f} GFLOP, {dense_flops / base / 1e6:.0f} "
               f"TFLOP/s achieved)")
+    if dtype != torch.float32:
+        sweep_grouped([16384, 65536], dtype, in_w, in_b, out_w, hidden)
     return rows
 
 
@@ -129,12 +166,21 @@ def model_bench(dtype, batch=32, seq=128):
         times["UltraFastBERT-1x11 fff_inference=dense (masked)"] = median_us(run_fff, 4)
         fff.config.fff_inference = "conditional"
         fff.config.fff_kernel = "native"
+        # the same models replayed from CUDA graphs (inputs_embeds: no input-id validation sync) = GPU time alone
+        embeds = [fff.get_input_embeddings()(ids) for ids, _ in inputs]
+        bert_embeds = [bert.get_input_embeddings()(ids) for ids, _ in inputs]
+        times["BERT dense FF-3072 (sdpa), CUDA graph"] = graph_us(
+            lambda i: bert(inputs_embeds=bert_embeds[i], attention_mask=inputs[i][1]).logits)
+        times["UltraFastBERT-1x11 native, CUDA graph"] = graph_us(
+            lambda i: fff(inputs_embeds=embeds[i], attention_mask=inputs[i][1]).logits)
     base = times["BERT dense FF-3072 (sdpa)"]
     print(f"\n== whole model, {batch}x{seq} tokens, {dtype} (UltraFastBERT input validation does one .max() host sync "
           "per call)")
     print(f"{'model':52s} {'median us':>11s} {'speedup vs BERT':>16s}")
+    gbase = times["BERT dense FF-3072 (sdpa), CUDA graph"]
     for name, t in times.items():
-        print(f"{name:52s} {t:11.1f} {base / t:15.2f}x")
+        ref = gbase if "CUDA graph" in name else base
+        print(f"{name:52s} {t:11.1f} {ref / t:15.2f}x")
 
 
 def main():

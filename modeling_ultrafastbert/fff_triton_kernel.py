@@ -9,7 +9,7 @@ Two strategies compute the same function as ``fast_feedforward.fff_conditional_t
 * ``"grouped"``: the levels are split in two halves of ``S`` and ``D + 1 - S`` levels. A first kernel computes the
   logits of all ``2**S - 1`` top nodes for a tile of tokens with tensor cores (a small dense GEMM), walks the top
   levels in registers and keeps the masked top activations. Tokens are then bucketed by the subtree they entered
-  (atomics give each token a slot, a scatter builds the permutation) and a second kernel processes every subtree's
+  (an atomic counter per subtree gives each token its slot in that subtree's bucket) and a second kernel processes every subtree's
   tokens as dense tiles: the subtree's node rows are shared by the whole tile, so both products again run on tensor
   cores, and the output tile sums the top and bottom contributions in one pass. Weight rows are read once per tile
   instead of once per token. Used for one tree and depth <= 11 (the shipped models), with many tokens.
@@ -68,14 +68,14 @@ if triton is not None:
             node = tl.zeros((BT,), dtype=tl.int64)
             for level in tl.static_range(LEVELS):
                 row = k * N + node  # int64: K * N * H may exceed 2**31
-                z = tl.zeros((BT,), dtype=tl.float32)
+                # bias first, so that its load overlaps the row loads instead of adding a dependent round trip
+                z = tl.load(bin_ptr + row, mask=tmask, other=0.0).to(tl.float32)
                 for h0 in range(0, H, BH):
                     hh = h0 + tl.arange(0, BH)
                     m = tmask[:, None] & (hh < H)[None, :]
                     xv = tl.load(x_ptr + xrow[:, None] + hh[None, :].to(tl.int64) * stride_xh, mask=m, other=0.0)
                     wv = tl.load(win_ptr + row[:, None] * H + hh[None, :], mask=m, other=0.0)
                     z += tl.sum(xv.to(tl.float32) * wv.to(tl.float32), axis=1)
-                z += tl.load(bin_ptr + row, mask=tmask, other=0.0).to(tl.float32)
                 slot = (cols == k * LEVELS + level)[None, :]
                 acts = tl.where(slot, _gelu(z)[:, None], acts)
                 rows = tl.where(slot, row[:, None], rows)
@@ -107,7 +107,7 @@ if triton is not None:
 
     @triton.jit
     def _top_kernel(
-        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, act_ptr, leaf_ptr, slot_ptr, count_ptr, T, H,
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, act_ptr, bucket_ptr, count_ptr, T, H,
         LEVELS: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -133,21 +133,12 @@ if triton is not None:
         tl.store(act_ptr + offs_t.to(tl.int64)[:, None] * NP + col[None, :], act.to(act_ptr.dtype.element_ty),
                  mask=tmask[:, None])
         leaf = node - (2**LEVELS - 1)  # which subtree (rooted at level LEVELS) the token enters
-        tl.store(leaf_ptr + offs_t, leaf, mask=tmask)
         slot = tl.atomic_add(count_ptr + leaf, 1, mask=tmask)  # position inside the bucket; order is irrelevant
-        tl.store(slot_ptr + offs_t, slot, mask=tmask)
-
-    @triton.jit
-    def _scatter_kernel(leaf_ptr, slot_ptr, start_ptr, perm_ptr, T, BT: tl.constexpr):
-        offs = tl.program_id(0) * BT + tl.arange(0, BT)
-        m = offs < T
-        leaf = tl.load(leaf_ptr + offs, mask=m, other=0)
-        pos = tl.load(start_ptr + leaf, mask=m, other=0) + tl.load(slot_ptr + offs, mask=m, other=0)
-        tl.store(perm_ptr + pos, offs, mask=m)
+        tl.store(bucket_ptr + leaf.to(tl.int64) * T + slot, offs_t, mask=tmask)
 
     @triton.jit
     def _bottom_kernel(
-        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, act_ptr, perm_ptr, count_ptr, y_ptr, H,
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, act_ptr, bucket_ptr, count_ptr, y_ptr, T, H,
         TOP_LEVELS: tl.constexpr, LEVELS: tl.constexpr, NP_TOP: tl.constexpr, NP: tl.constexpr,
         G: tl.constexpr, GP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
         IEEE: tl.constexpr,
@@ -162,11 +153,10 @@ if triton is not None:
             g = tl.sum((tl.cumsum(tiles, axis=0) <= pid).to(tl.int32), axis=0)
             before = gidx < g
             tile = pid - tl.sum(tl.where(before, tiles, 0), axis=0)
-            start = tl.sum(tl.where(before, counts, 0), axis=0)
             count = tl.sum(tl.where(gidx == g, counts, 0), axis=0)
             rows_in_bucket = tile * BT + tl.arange(0, BT)
             tmask = rows_in_bucket < count
-            tok = tl.load(perm_ptr + start + rows_in_bucket, mask=tmask, other=0).to(tl.int64)
+            tok = tl.load(bucket_ptr + g.to(tl.int64) * T + rows_in_bucket, mask=tmask, other=0).to(tl.int64)
             xrow = tok * stride_xt
 
             # global heap index of local node j at local depth m below root r: r * 2**m + j
@@ -256,6 +246,9 @@ def _forward_walk(x, in_weight, in_bias, out_weight, depth, y):
     return y
 
 
+GROUPED_CONFIG = {"bt": 64, "bk": 64, "bn": 64, "warps": 4, "stages": 3}  # 16-bit inputs; fp32 uses smaller tiles
+
+
 def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y):
     tokens, hidden = x.shape
     top_levels = (depth + 2) // 2
@@ -264,24 +257,23 @@ def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y):
     np_bottom = max(16, triton.next_power_of_2(2**bottom_levels - 1))
     buckets = 2**top_levels
     ieee = x.dtype == torch.float32
-    block_t, block_k, block_n = (32, 32, 64) if ieee else (64, 64, 64)
-    device = x.device
-    act = torch.empty(tokens, np_top, dtype=x.dtype, device=device)
-    leaf = torch.empty(tokens, dtype=torch.int32, device=device)
-    slot = torch.empty(tokens, dtype=torch.int32, device=device)
-    counts = torch.zeros(buckets, dtype=torch.int32, device=device)
-    perm = torch.empty(tokens, dtype=torch.int32, device=device)
+    cfg = GROUPED_CONFIG
+    block_t, block_k, block_n = (32, 32, 64) if ieee else (cfg["bt"], cfg["bk"], cfg["bn"])
+    warps, stages = (4, 2) if ieee else (cfg["warps"], cfg["stages"])
+    act = torch.empty(tokens, np_top, dtype=x.dtype, device=x.device)
+    # bucket g holds the ids of the tokens that enter subtree g (capacity `tokens` each: no prefix sum, no scatter)
+    bucket = torch.empty(buckets, tokens, dtype=torch.int32, device=x.device)
+    counts = torch.zeros(buckets, dtype=torch.int32, device=x.device)
     _top_kernel[(triton.cdiv(tokens, block_t),)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, act, leaf, slot, counts, tokens, hidden,
-        LEVELS=top_levels, NP=np_top, BT=block_t, BK=block_k, IEEE=ieee, num_warps=4,
+        x, x.stride(0), x.stride(1), in_weight, in_bias, act, bucket, counts, tokens, hidden,
+        LEVELS=top_levels, NP=np_top, BT=block_t, BK=block_k, IEEE=ieee, num_warps=warps, num_stages=stages,
     )
-    starts = torch.cumsum(counts, 0, dtype=torch.int32) - counts
-    _scatter_kernel[(triton.cdiv(tokens, 1024),)](leaf, slot, starts, perm, tokens, BT=1024, num_warps=4)
     # sum over buckets of ceil(count / BT) <= ceil(tokens / BT) + buckets; surplus programs exit at once
     _bottom_kernel[(triton.cdiv(tokens, block_t) + buckets,)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, act, perm, counts, y, hidden,
+        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, act, bucket, counts, y, tokens, hidden,
         TOP_LEVELS=top_levels, LEVELS=bottom_levels, NP_TOP=np_top, NP=np_bottom, G=buckets,
-        GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, IEEE=ieee, num_warps=4,
+        GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, IEEE=ieee,
+        num_warps=warps, num_stages=stages,
     )
     return y
 
@@ -304,7 +296,10 @@ def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto"):
         return y.zero_()
     # the kernels index weights as dense row-major blocks
     in_weight, in_bias, out_weight = in_weight.contiguous(), in_bias.contiguous(), out_weight.contiguous()
-    with torch.cuda.device(x.device):
-        if strategy == "grouped" or (strategy == "auto" and grouped_ok and x.shape[0] >= GROUPED_MIN_TOKENS):
-            return _forward_grouped(x, in_weight, in_bias, out_weight, depth, y)
-        return _forward_walk(x, in_weight, in_bias, out_weight, depth, y)
+    run = _forward_walk
+    if strategy == "grouped" or (strategy == "auto" and grouped_ok and x.shape[0] >= GROUPED_MIN_TOKENS):
+        run = _forward_grouped
+    if x.device.index != torch.cuda.current_device():  # Triton launches on the current device
+        with torch.cuda.device(x.device):
+            return run(x, in_weight, in_bias, out_weight, depth, y)
+    return run(x, in_weight, in_bias, out_weight, depth, y)
