@@ -49,6 +49,13 @@ _CPP_SOURCE = r"""
 
 namespace {
 
+// GCC/Clang vector extensions: explicit 16-lane SIMD that the compiler lowers to whatever -march provides
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
 inline float bf16_to_float(uint16_t v) {
   uint32_t u = uint32_t(v) << 16;
   float f;
@@ -58,39 +65,112 @@ inline float bf16_to_float(uint16_t v) {
 inline float load_w(const float* p, int64_t i) { return p[i]; }
 inline float load_w(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
 
-// 32 independent partial sums in a fixed order: the compiler vectorises this without -ffast-math
-template <typename W>
-inline float dot(const float* __restrict x, const W* __restrict w, int64_t H) {
-  float acc[32] = {0.f};
+inline f32x16 load16(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline f32x16 load16(const uint16_t* p) {  // bf16 -> fp32 is a 16-bit left shift
+  u16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  u32x16 u = __builtin_convertvector(h, u32x16) << 16;
+  f32x16 v;
+  std::memcpy(&v, &u, sizeof(v));
+  return v;
+}
+inline void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline float hsum(f32x16 v) {  // tree reduction in vector registers
+  f32x8 lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  const f32x8 s8 = lo + hi;
+  f32x4 l4, h4;
+  std::memcpy(&l4, &s8, sizeof(l4));
+  std::memcpy(&h4, reinterpret_cast<const char*>(&s8) + sizeof(l4), sizeof(h4));
+  const f32x4 s4 = l4 + h4;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+// G dot products at once (G tokens, each with its own row): independent chains keep the FMA units and the memory
+// system busy where one walk alone would wait on latency
+template <typename W, int G>
+inline void dot_group(const float* const* x, const W* const* w, int64_t H, float* out) {
+  f32x16 a[G], b[G];
+  for (int g = 0; g < G; ++g) { a[g] = f32x16{0}; b[g] = f32x16{0}; }
   int64_t h = 0;
   for (; h + 32 <= H; h += 32) {
-#pragma GCC unroll 32
-    for (int l = 0; l < 32; ++l) acc[l] += x[h + l] * load_w(w, h + l);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      a[g] += load16(x[g] + h) * load16(w[g] + h);
+      b[g] += load16(x[g] + h + 16) * load16(w[g] + h + 16);
+    }
   }
-  float tail = 0.f;
-  for (; h < H; ++h) tail += x[h] * load_w(w, h);
-  for (int l = 0; l < 16; ++l) acc[l] += acc[l + 16];
-  for (int l = 0; l < 8; ++l) acc[l] += acc[l + 8];
-  float s = tail;
-  for (int l = 0; l < 8; ++l) s += acc[l];
-  return s;
+  if (h + 16 <= H) {
+    for (int g = 0; g < G; ++g) a[g] += load16(x[g] + h) * load16(w[g] + h);
+    h += 16;
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    for (int64_t t = h; t < H; ++t) tail += x[g][t] * load_w(w[g], t);
+    out[g] = hsum(a[g] + b[g]) + tail;
+  }
 }
 
 template <typename W>
 inline void axpy(float* __restrict y, float a, const W* __restrict w, int64_t H) {
-  for (int64_t h = 0; h < H; ++h) y[h] += a * load_w(w, h);
+  int64_t h = 0;
+  for (; h + 16 <= H; h += 16) store16(y + h, load16(y + h) + a * load16(w + h));
+  for (; h < H; ++h) y[h] += a * load_w(w, h);
 }
 
+template <int Locality>
 inline void prefetch_bytes(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
-  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, Locality);
 }
 
 inline float gelu(float z) {  // exact erf GELU, as torch.nn.functional.gelu
   return 0.5f * z * (1.0f + std::erf(z * 0.70710678118654752440f));
 }
 
-// One chunk of tokens [t0, t1): for every tree, walk all levels in lock step, keeping the tokens sorted by node.
+constexpr int kGroup = 4;
+
+// Tokens order[j .. j+G) at the current level: dots, GELU, output rows, next nodes.
+template <typename W, int G>
+inline void walk_group(const float* x, int64_t xs, float* y, int64_t t0, const W* tree, const float* tree_bias,
+                       int64_t row, int64_t row_bytes, int64_t H, int64_t C, int64_t j, const int64_t* order,
+                       int64_t* node, bool last) {
+  const float* xg[G];
+  const W* rg[G];
+  int64_t ng[G];
+  for (int g = 0; g < G; ++g) {
+    const int64_t i = order[j + g];
+    ng[g] = node[i];
+    xg[g] = x + (t0 + i) * xs;
+    rg[g] = tree + ng[g] * row;
+  }
+  // prefetch the next group's distinct rows while this group computes
+  for (int64_t m = j + G; m < std::min(C, j + 2 * G); ++m) {
+    const int64_t nn = node[order[m]];
+    if (nn != node[order[m - 1]]) prefetch_bytes<3>(tree + nn * row, row_bytes);
+  }
+  if (C <= 2 && !last) {
+    // a lone walk cannot know its next row before its dot is done; fetch both children (adjacent rows) meanwhile
+    for (int g = 0; g < G; ++g) prefetch_bytes<3>(tree + (2 * ng[g] + 1) * row, 2 * row_bytes);
+  }
+  float z[G];
+  dot_group<W, G>(xg, rg, H, z);
+  for (int g = 0; g < G; ++g) {
+    z[g] += tree_bias[ng[g]];
+    axpy(y + (t0 + order[j + g]) * H, gelu(z[g]), rg[g] + H, H);
+    node[order[j + g]] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
+  }
+}
+
+// One chunk of tokens [t0, t1): for every tree, all the chunk's tokens advance one level at a time, kept sorted by
+// their current node, so a row shared by several tokens (the top levels) is read once and then hit in L1, and the
+// rows are visited in address order. Groups of kGroup tokens run their dots together to overlap memory latency.
 template <typename W>
 void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const W* packed, const float* bias,
                 int64_t K, int64_t N, int64_t levels, int64_t H) {
@@ -98,32 +178,22 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
   const int64_t row = 2 * H;
   const int64_t row_bytes = row * int64_t(sizeof(W));
   std::vector<int64_t> node(C), order(C), next(C);
+  std::memset(y + t0 * H, 0, sizeof(float) * C * H);  // first touch by the thread that accumulates into it
   for (int64_t k = 0; k < K; ++k) {
     const W* tree = packed + k * N * row;
     const float* tree_bias = bias + k * N;
     for (int64_t i = 0; i < C; ++i) { node[i] = 0; order[i] = i; }
     for (int64_t level = 0; level < levels; ++level) {
       const bool last = level + 1 == levels;
-      for (int64_t j = 0; j < C; ++j) {
-        const int64_t i = order[j];
-        const int64_t n = node[i];
-        const W* r = tree + n * row;
-        if (j + 1 < C) {
-          const int64_t nn = node[order[j + 1]];
-          if (nn != n) prefetch_bytes(tree + nn * row, row_bytes);
-        } else if (C <= 2 && !last) {
-          // a lone walk cannot know its next row; fetch both children while this one computes
-          prefetch_bytes(tree + (2 * n + 1) * row, 2 * row_bytes);
-        }
-        const float* xi = x + (t0 + i) * xs;
-        float* yi = y + (t0 + i) * H;
-        const float z = dot(xi, r, H) + tree_bias[n];
-        axpy(yi, gelu(z), r + H, H);
-        node[i] = 2 * n + 1 + (z > 0.f ? 1 : 0);  // ties (and NaN) go left
-      }
+      int64_t j = 0;
+      for (; j + kGroup <= C; j += kGroup)
+        walk_group<W, kGroup>(x, xs, y, t0, tree, tree_bias, row, row_bytes, H, C, j, order.data(), node.data(), last);
+      for (; j < C; ++j)
+        walk_group<W, 1>(x, xs, y, t0, tree, tree_bias, row, row_bytes, H, C, j, order.data(), node.data(), last);
       if (last || C < 2) continue;
       // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
-      int64_t out = 0, j = 0;
+      int64_t out = 0;
+      j = 0;
       while (j < C) {
         const int64_t parent = (node[order[j]] - 1) / 2;
         int64_t e = j;
@@ -202,8 +272,8 @@ at::Tensor fff_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::
   int64_t levels = 0;
   while ((int64_t(1) << levels) - 1 < N) ++levels;
 
-  at::Tensor y = at::zeros({T, H}, x.options().dtype(at::kFloat));
-  if (T == 0 || H == 0 || K == 0) return y.to(x.scalar_type());
+  if (T == 0 || H == 0) return at::zeros({T, H}, x.options());
+  at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
   at::Tensor packed, bias;
   std::tie(packed, bias) = packed_weights(w1, b, w2);
   at::Tensor xf = x;
@@ -248,7 +318,7 @@ TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
 }
 """
 
-_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden"]
+_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wno-psabi"]
 _ARCH_FLAGS = ["-march=native"]  # vectorise for this CPU; the cache key includes the CPU flags
 
 _state_lock = threading.Lock()
