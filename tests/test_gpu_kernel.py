@@ -64,11 +64,12 @@ SHAPES = [  # tokens, hidden, depth, trees
 ]
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("tokens,hidden,depth,trees", SHAPES)
+# the grouped strategy covers one tree with 1 <= depth <= 11 (fff_forward refuses others; auto walks them)
+CASES = [("walk",) + shape for shape in SHAPES] + [("grouped",) + s for s in SHAPES if s[3] == 1 and 1 <= s[2] <= 11]
+
+
+@pytest.mark.parametrize("strategy,tokens,hidden,depth,trees", CASES)
 def test_fp32_parity_with_torch_and_masked(strategy, tokens, hidden, depth, trees):
-    if strategy == "grouped" and not (trees == 1 and 1 <= depth <= tk.GROUPED_MAX_DEPTH):
-        pytest.skip("the grouped strategy covers one tree with 1 <= depth <= 11; auto uses walk otherwise")
     x, in_w, in_b, out_w = _random_fff(tokens, hidden, depth, trees, torch.float32, transposed_x=tokens % 2 == 1)
     with torch.no_grad():
         y = tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy)
@@ -129,6 +130,9 @@ def test_layer_eval_uses_kernel_and_bad_inputs_raise():
         tk.fff_forward(x.cpu(), in_w.cpu(), in_b.cpu(), out_w.cpu())
     with pytest.raises(ValueError, match="hidden"):
         tk.fff_forward(x[:, :32], in_w, in_b, out_w)
+    x, in_w, in_b, out_w = _random_fff(10, 64, 3, 2, torch.float32)
+    with pytest.raises(ValueError, match="grouped"):
+        tk.fff_forward(x, in_w, in_b, out_w, strategy="grouped")
 
 
 def test_model_native_matches_torch_walk():
