@@ -318,7 +318,8 @@ TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
 }
 """
 
-_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wno-psabi"]
+_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wno-psabi", "-fopenmp"]
+# -fopenmp: ATen's inline at::parallel_for is an OpenMP region in OpenMP builds of torch (serial without the flag)
 _ARCH_FLAGS = ["-march=native"]  # vectorise for this CPU; the cache key includes the CPU flags
 
 _state_lock = threading.Lock()
@@ -453,10 +454,21 @@ def fff_forward(
     x: torch.Tensor, in_weight: torch.Tensor, in_bias: torch.Tensor, out_weight: torch.Tensor
 ) -> torch.Tensor:
     """Conditional FFF forward on the CPU. ``x`` (T, H), weights (K, N, H) / (K, N); returns (T, H) in x's dtype."""
-    ok, reason = is_available()
-    if not ok:
-        raise RuntimeError(reason)
-    _check_inputs(x, in_weight, in_bias, out_weight)
+    if _op is None:
+        ok, reason = is_available()
+        if not ok:
+            raise RuntimeError(reason)
+    # one cheap combined test on the hot path (a single token costs a few µs in all); the detailed check only runs
+    # to name the problem when something is off
+    dtype = in_weight.dtype
+    if not (
+        x.is_cpu and in_weight.is_cpu and in_bias.is_cpu and out_weight.is_cpu
+        and x.dtype is dtype and out_weight.dtype is dtype and dtype in _SUPPORTED_DTYPES
+        and x.dim() == 2 and in_weight.dim() == 3 and in_bias.dim() == 2
+        and x.shape[1] == in_weight.shape[2] and in_weight.shape == out_weight.shape
+        and in_bias.shape == in_weight.shape[:2]
+    ):
+        _check_inputs(x, in_weight, in_bias, out_weight)
     return _op(x, in_weight, in_bias, out_weight)
 
 
