@@ -278,12 +278,12 @@ def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y):
     return y
 
 
-@torch.no_grad()
 def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto"):
     """Conditional FFF forward on CUDA. ``x`` (T, H), any strides; weights (K, N, H), (K, N), (K, N, H).
 
     ``strategy``: "auto" (grouped for one tree, depth <= 11 and >= GROUPED_MIN_TOKENS tokens, else walk),
-    "walk" or "grouped". Returns a new contiguous (T, H) tensor in x's dtype.
+    "walk" or "grouped". Returns a new contiguous (T, H) tensor in x's dtype. Forward only: the result carries no
+    autograd graph (no no_grad context here: at small token counts the host overhead is the cost).
     """
     trees, _, hidden, depth = _check_inputs(x, in_weight, in_bias, out_weight)
     if strategy not in ("auto", "walk", "grouped"):
