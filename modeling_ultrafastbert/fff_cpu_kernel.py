@@ -136,35 +136,71 @@ inline float gelu(float z) {  // exact erf GELU, as torch.nn.functional.gelu
 
 constexpr int kGroup = 4;
 
-// Tokens order[j .. j+G) at the current level: dots, GELU, output rows, next nodes.
+// Tokens order[j .. j+G) at the current level: dots, GELU, next nodes. The output rows are added later, per token
+// (accumulate_outputs), so the level-by-level pass only streams x and the input rows.
 template <typename W, int G>
-inline void walk_group(const float* x, int64_t xs, float* y, int64_t t0, const W* tree, const float* tree_bias,
-                       int64_t row, int64_t row_bytes, int64_t H, int64_t C, int64_t j, const int64_t* order,
-                       int64_t* node, bool last) {
+inline void walk_group(const float* x, int64_t xs, const W* tree, const float* tree_bias, int64_t row,
+                       int64_t in_bytes, int64_t H, int64_t C, int64_t j, const int64_t* order, int64_t* node,
+                       bool last, int64_t level, int64_t levels, float* gates, int64_t* path) {
   const float* xg[G];
   const W* rg[G];
   int64_t ng[G];
   for (int g = 0; g < G; ++g) {
     const int64_t i = order[j + g];
     ng[g] = node[i];
-    xg[g] = x + (t0 + i) * xs;
+    xg[g] = x + i * xs;
     rg[g] = tree + ng[g] * row;
   }
-  // prefetch the next group's distinct rows while this group computes
+  // prefetch the next group's distinct input rows while this group computes
   for (int64_t m = j + G; m < std::min(C, j + 2 * G); ++m) {
     const int64_t nn = node[order[m]];
-    if (nn != node[order[m - 1]]) prefetch_bytes<3>(tree + nn * row, row_bytes);
+    if (nn != node[order[m - 1]]) prefetch_bytes<3>(tree + nn * row, in_bytes);
   }
   if (C <= 2 && !last) {
-    // a lone walk cannot know its next row before its dot is done; fetch both children (adjacent rows) meanwhile
-    for (int g = 0; g < G; ++g) prefetch_bytes<3>(tree + (2 * ng[g] + 1) * row, 2 * row_bytes);
+    // a lone walk cannot know its next row before its dot is done; fetch both children's input rows meanwhile
+    for (int g = 0; g < G; ++g) {
+      prefetch_bytes<3>(tree + (2 * ng[g] + 1) * row, in_bytes);
+      prefetch_bytes<3>(tree + (2 * ng[g] + 2) * row, in_bytes);
+    }
   }
   float z[G];
   dot_group<W, G>(xg, rg, H, z);
   for (int g = 0; g < G; ++g) {
+    const int64_t i = order[j + g];
     z[g] += tree_bias[ng[g]];
-    axpy(y + (t0 + order[j + g]) * H, gelu(z[g]), rg[g] + H, H);
-    node[order[j + g]] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
+    gates[i * levels + level] = gelu(z[g]);
+    path[i * levels + level] = ng[g];
+    node[i] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
+  }
+}
+
+// y_i (+)= sum over levels of gate * output row, one token at a time: blocks of 256 outputs live in registers across
+// the levels, so y is written once per tree instead of read and written at every level.
+template <typename W>
+inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H, const float* gate,
+                               const int64_t* path, int64_t levels, bool first) {
+  constexpr int V = 16;
+  int64_t b = 0;
+  for (; b + V * 16 <= H; b += V * 16) {
+    f32x16 acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = first ? f32x16{0} : load16(yi + b + 16 * v);
+    for (int64_t l = 0; l < levels; ++l) {
+      const W* w = tree + path[l] * row + H + b;
+      const float a = gate[l];
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[v] += a * load16(w + 16 * v);
+    }
+    for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
+  }
+  for (; b + 16 <= H; b += 16) {
+    f32x16 acc = first ? f32x16{0} : load16(yi + b);
+    for (int64_t l = 0; l < levels; ++l) acc += gate[l] * load16(tree + path[l] * row + H + b);
+    store16(yi + b, acc);
+  }
+  for (; b < H; ++b) {
+    float s = first ? 0.f : yi[b];
+    for (int64_t l = 0; l < levels; ++l) s += gate[l] * load_w(tree + path[l] * row + H, b);
+    yi[b] = s;
   }
 }
 
@@ -176,9 +212,10 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
                 int64_t K, int64_t N, int64_t levels, int64_t H) {
   const int64_t C = t1 - t0;
   const int64_t row = 2 * H;
-  const int64_t row_bytes = row * int64_t(sizeof(W));
-  std::vector<int64_t> node(C), order(C), next(C);
-  std::memset(y + t0 * H, 0, sizeof(float) * C * H);  // first touch by the thread that accumulates into it
+  const int64_t in_bytes = H * int64_t(sizeof(W));
+  std::vector<int64_t> node(C), order(C), next(C), path(C * levels);
+  std::vector<float> gates(C * levels);
+  const float* xc = x + t0 * xs;
   for (int64_t k = 0; k < K; ++k) {
     const W* tree = packed + k * N * row;
     const float* tree_bias = bias + k * N;
@@ -187,9 +224,11 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
       const bool last = level + 1 == levels;
       int64_t j = 0;
       for (; j + kGroup <= C; j += kGroup)
-        walk_group<W, kGroup>(x, xs, y, t0, tree, tree_bias, row, row_bytes, H, C, j, order.data(), node.data(), last);
+        walk_group<W, kGroup>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
+                              levels, gates.data(), path.data());
       for (; j < C; ++j)
-        walk_group<W, 1>(x, xs, y, t0, tree, tree_bias, row, row_bytes, H, C, j, order.data(), node.data(), last);
+        walk_group<W, 1>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
+                         levels, gates.data(), path.data());
       if (last || C < 2) continue;
       // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
       int64_t out = 0;
@@ -204,6 +243,9 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
       }
       std::swap(order, next);
     }
+    for (int64_t i = 0; i < C; ++i)
+      accumulate_outputs(y + (t0 + i) * H, tree, row, H, gates.data() + i * levels, path.data() + i * levels, levels,
+                         k == 0);
   }
 }
 
