@@ -1,0 +1,305 @@
+# Copyright 2026 The UltraFastBERT-HF authors. Apache-2.0.
+"""Triton kernels for conditional FFF inference on CUDA tensors (forward only).
+
+Two strategies compute the same function as ``fast_feedforward.fff_conditional_torch``:
+
+* ``"walk"``: one launch; each program walks a few tokens down every tree, gathering the visited input rows level by
+  level (fp32 dot products on CUDA cores) and then the visited output rows. Any K, any depth. Launch-latency bound,
+  so it is the choice for few tokens.
+* ``"grouped"``: the levels are split in two halves of ``S`` and ``D + 1 - S`` levels. A first kernel computes the
+  logits of all ``2**S - 1`` top nodes for a tile of tokens with tensor cores (a small dense GEMM), walks the top
+  levels in registers and keeps the masked top activations. Tokens are then bucketed by the subtree they entered
+  (an atomic counter per subtree gives each token its slot in that subtree's bucket) and a second kernel processes every subtree's
+  tokens as dense tiles: the subtree's node rows are shared by the whole tile, so both products again run on tensor
+  cores, and the output tile sums the top and bottom contributions in one pass. Weight rows are read once per tile
+  instead of once per token. Used for one tree and depth <= 11 (the shipped models), with many tokens.
+
+Accumulation is fp32 for fp32/bf16/fp16 inputs; fp32 dots use IEEE precision (no TF32) so fp32 results match the
+PyTorch walk to ~1e-6.
+"""
+
+import math
+
+import torch
+
+try:  # Triton is optional: without it the dispatch falls back to the pure-PyTorch walk
+    import triton
+    import triton.language as tl
+
+    _TRITON_IMPORT_ERROR = None
+except ImportError as error:  # pragma: no cover - depends on the environment
+    triton = None
+    tl = None
+    _TRITON_IMPORT_ERROR = error
+
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+GROUPED_MAX_DEPTH = 11  # 2 * 6 levels: node tiles of <= 64 rows; deeper trees use the walk kernel
+GROUPED_MIN_TOKENS = 1024  # below this the extra launches of the grouped path cost more than they save
+
+
+def is_available() -> tuple[bool, str]:
+    if triton is None:
+        return False, f"Triton is not installed ({_TRITON_IMPORT_ERROR})"
+    if not torch.cuda.is_available():
+        return False, "CUDA is not available"
+    return True, "ok"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _gelu(z):
+        # exact (erf) GELU, as torch.nn.functional.gelu's default
+        return 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+
+    @triton.jit
+    def _walk_kernel(
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, y_ptr, T, H, K, N,
+        LEVELS: tl.constexpr, PATH: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        offs_t = pid * BT + tl.arange(0, BT)
+        tmask = offs_t < T
+        xrow = offs_t.to(tl.int64) * stride_xt
+        cols = tl.arange(0, PATH)
+        acts = tl.zeros((BT, PATH), dtype=tl.float32)
+        rows = tl.zeros((BT, PATH), dtype=tl.int64)
+        for k in range(0, K):
+            node = tl.zeros((BT,), dtype=tl.int64)
+            for level in tl.static_range(LEVELS):
+                row = k * N + node  # int64: K * N * H may exceed 2**31
+                # bias first, so that its load overlaps the row loads instead of adding a dependent round trip
+                z = tl.load(bin_ptr + row, mask=tmask, other=0.0).to(tl.float32)
+                for h0 in range(0, H, BH):
+                    hh = h0 + tl.arange(0, BH)
+                    m = tmask[:, None] & (hh < H)[None, :]
+                    xv = tl.load(x_ptr + xrow[:, None] + hh[None, :].to(tl.int64) * stride_xh, mask=m, other=0.0)
+                    wv = tl.load(win_ptr + row[:, None] * H + hh[None, :], mask=m, other=0.0)
+                    z += tl.sum(xv.to(tl.float32) * wv.to(tl.float32), axis=1)
+                slot = (cols == k * LEVELS + level)[None, :]
+                acts = tl.where(slot, _gelu(z)[:, None], acts)
+                rows = tl.where(slot, row[:, None], rows)
+                node = 2 * node + 1 + (z > 0).to(tl.int64)
+        # output: y = sum over visited (tree, level) of act * out_weight[row]
+        for h0 in range(0, H, BH):
+            hh = h0 + tl.arange(0, BH)
+            m = tmask[:, None] & (hh < H)[None, :]
+            acc = tl.zeros((BT, BH), dtype=tl.float32)
+            for c in range(0, K * LEVELS):
+                pick = (cols == c)[None, :]
+                a = tl.sum(tl.where(pick, acts, 0.0), axis=1)
+                row = tl.sum(tl.where(pick, rows, 0), axis=1)
+                wv = tl.load(wout_ptr + row[:, None] * H + hh[None, :], mask=m, other=0.0)
+                acc += a[:, None] * wv.to(tl.float32)
+            tl.store(y_ptr + offs_t.to(tl.int64)[:, None] * H + hh[None, :], acc.to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _subtree_walk(logits, col, LEVELS: tl.constexpr, BT: tl.constexpr, NP: tl.constexpr):
+        # walk LEVELS levels of a heap-ordered subtree whose node logits are the columns of `logits`
+        node = tl.zeros((BT,), dtype=tl.int32)
+        visited = tl.zeros((BT, NP), dtype=tl.int32)
+        for _ in tl.static_range(LEVELS):
+            sel = col[None, :] == node[:, None]
+            visited = visited | sel.to(tl.int32)
+            z = tl.sum(tl.where(sel, logits, 0.0), axis=1)
+            node = 2 * node + 1 + (z > 0).to(tl.int32)
+        return visited != 0, node
+
+    @triton.jit
+    def _top_kernel(
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, act_ptr, bucket_ptr, count_ptr, T, H,
+        LEVELS: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        offs_t = pid * BT + tl.arange(0, BT)
+        tmask = offs_t < T
+        xrow = offs_t.to(tl.int64) * stride_xt
+        col = tl.arange(0, NP)
+        cmask = col < (2**LEVELS - 1)
+        acc = tl.zeros((BT, NP), dtype=tl.float32)
+        for h0 in range(0, H, BK):
+            kk = h0 + tl.arange(0, BK)
+            kmask = kk < H
+            xv = tl.load(x_ptr + xrow[:, None] + kk[None, :].to(tl.int64) * stride_xh,
+                         mask=tmask[:, None] & kmask[None, :], other=0.0)
+            wv = tl.load(win_ptr + col[None, :] * H + kk[:, None], mask=cmask[None, :] & kmask[:, None], other=0.0)
+            if IEEE:
+                acc = tl.dot(xv, wv, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(xv, wv, acc)
+        logits = acc + tl.load(bin_ptr + col, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        visited, node = _subtree_walk(logits, col, LEVELS, BT, NP)
+        act = tl.where(visited, _gelu(logits), 0.0)
+        tl.store(act_ptr + offs_t.to(tl.int64)[:, None] * NP + col[None, :], act.to(act_ptr.dtype.element_ty),
+                 mask=tmask[:, None])
+        leaf = node - (2**LEVELS - 1)  # which subtree (rooted at level LEVELS) the token enters
+        slot = tl.atomic_add(count_ptr + leaf, 1, mask=tmask)  # position inside the bucket; order is irrelevant
+        tl.store(bucket_ptr + leaf.to(tl.int64) * T + slot, offs_t, mask=tmask)
+
+    @triton.jit
+    def _bottom_kernel(
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, act_ptr, bucket_ptr, count_ptr, y_ptr, T, H,
+        TOP_LEVELS: tl.constexpr, LEVELS: tl.constexpr, NP_TOP: tl.constexpr, NP: tl.constexpr,
+        G: tl.constexpr, GP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+        IEEE: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        # find this program's (subtree, tile) from the bucket sizes; the grid is an upper bound on the tile count
+        gidx = tl.arange(0, GP)
+        counts = tl.load(count_ptr + gidx, mask=gidx < G, other=0)
+        tiles = (counts + BT - 1) // BT
+        total = tl.sum(tiles, axis=0)
+        if pid < total:
+            g = tl.sum((tl.cumsum(tiles, axis=0) <= pid).to(tl.int32), axis=0)
+            before = gidx < g
+            tile = pid - tl.sum(tl.where(before, tiles, 0), axis=0)
+            count = tl.sum(tl.where(gidx == g, counts, 0), axis=0)
+            rows_in_bucket = tile * BT + tl.arange(0, BT)
+            tmask = rows_in_bucket < count
+            tok = tl.load(bucket_ptr + g.to(tl.int64) * T + rows_in_bucket, mask=tmask, other=0).to(tl.int64)
+            xrow = tok * stride_xt
+
+            # global heap index of local node j at local depth m below root r: r * 2**m + j
+            root = (2**TOP_LEVELS - 1) + g
+            col = tl.arange(0, NP)
+            cmask = col < (2**LEVELS - 1)
+            depth = tl.zeros((NP,), dtype=tl.int32)
+            for i in tl.static_range(1, LEVELS):
+                depth += (col + 1 >= 2**i).to(tl.int32)
+            grow = (root.to(tl.int64) << depth.to(tl.int64)) + col
+
+            acc = tl.zeros((BT, NP), dtype=tl.float32)
+            for h0 in range(0, H, BK):
+                kk = h0 + tl.arange(0, BK)
+                kmask = kk < H
+                xv = tl.load(x_ptr + xrow[:, None] + kk[None, :].to(tl.int64) * stride_xh,
+                             mask=tmask[:, None] & kmask[None, :], other=0.0)
+                wv = tl.load(win_ptr + grow[None, :] * H + kk[:, None], mask=cmask[None, :] & kmask[:, None],
+                             other=0.0)
+                if IEEE:
+                    acc = tl.dot(xv, wv, acc, input_precision="ieee")
+                else:
+                    acc = tl.dot(xv, wv, acc)
+            logits = acc + tl.load(bin_ptr + grow, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            visited, _ = _subtree_walk(logits, col, LEVELS, BT, NP)
+            act = tl.where(visited, _gelu(logits), 0.0).to(wout_ptr.dtype.element_ty)
+
+            tcol = tl.arange(0, NP_TOP)
+            tcmask = tcol < (2**TOP_LEVELS - 1)
+            act_top = tl.load(act_ptr + tok[:, None] * NP_TOP + tcol[None, :], mask=tmask[:, None], other=0.0)
+            for n0 in range(0, H, BN):
+                nn = n0 + tl.arange(0, BN)
+                nmask = nn < H
+                w_bot = tl.load(wout_ptr + grow[:, None] * H + nn[None, :], mask=cmask[:, None] & nmask[None, :],
+                                other=0.0)
+                w_top = tl.load(wout_ptr + tcol[:, None] * H + nn[None, :], mask=tcmask[:, None] & nmask[None, :],
+                                other=0.0)
+                if IEEE:
+                    out = tl.dot(act, w_bot, input_precision="ieee")
+                    out = tl.dot(act_top, w_top, out, input_precision="ieee")
+                else:
+                    out = tl.dot(act, w_bot)
+                    out = tl.dot(act_top, w_top, out)
+                tl.store(y_ptr + tok[:, None] * H + nn[None, :], out.to(y_ptr.dtype.element_ty),
+                         mask=tmask[:, None] & nmask[None, :])
+
+
+def _check_inputs(x, in_weight, in_bias, out_weight):
+    if triton is None:
+        raise RuntimeError(f"Triton is not installed ({_TRITON_IMPORT_ERROR})")
+    if x.dim() != 2:
+        raise ValueError(f"x must be (tokens, hidden), got shape {tuple(x.shape)}")
+    if in_weight.dim() != 3 or out_weight.shape != in_weight.shape or in_bias.shape != in_weight.shape[:2]:
+        raise ValueError(
+            "expected in_weight/out_weight (K, N, H) and in_bias (K, N), got "
+            f"{tuple(in_weight.shape)}, {tuple(out_weight.shape)}, {tuple(in_bias.shape)}"
+        )
+    trees, nodes, hidden = in_weight.shape
+    if x.shape[1] != hidden:
+        raise ValueError(f"x has hidden size {x.shape[1]}, the weights {hidden}")
+    depth = int(math.log2(nodes + 1)) - 1
+    if 2 ** (depth + 1) - 1 != nodes:
+        raise ValueError(f"nodes per tree must be 2**(depth+1) - 1, got {nodes}")
+    for name, t in (("x", x), ("in_weight", in_weight), ("in_bias", in_bias), ("out_weight", out_weight)):
+        if t.device.type != "cuda":
+            raise ValueError(f"the Triton FFF kernel needs CUDA tensors; {name} is on {t.device}")
+        if t.device != x.device:
+            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+        if t.dtype != x.dtype:
+            raise ValueError(f"{name} has dtype {t.dtype} but x has {x.dtype}; cast the model or the inputs")
+    if x.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"unsupported dtype {x.dtype}; expected one of {_SUPPORTED_DTYPES}")
+    return trees, nodes, hidden, depth
+
+
+def _forward_walk(x, in_weight, in_bias, out_weight, depth, y):
+    tokens, hidden = x.shape
+    trees, nodes, _ = in_weight.shape
+    levels = depth + 1
+    block_t = 1 if tokens <= 256 else 4
+    block_h = min(triton.next_power_of_2(hidden), 1024)
+    path = triton.next_power_of_2(trees * levels)
+    _walk_kernel[(triton.cdiv(tokens, block_t),)](
+        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, tokens, hidden, trees, nodes,
+        LEVELS=levels, PATH=path, BT=block_t, BH=block_h, num_warps=4,
+    )
+    return y
+
+
+GROUPED_CONFIG = {"bt": 64, "bk": 64, "bn": 64, "warps": 4, "stages": 3}  # 16-bit inputs; fp32 uses smaller tiles
+
+
+def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y):
+    tokens, hidden = x.shape
+    top_levels = (depth + 2) // 2
+    bottom_levels = depth + 1 - top_levels
+    np_top = max(16, triton.next_power_of_2(2**top_levels - 1))
+    np_bottom = max(16, triton.next_power_of_2(2**bottom_levels - 1))
+    buckets = 2**top_levels
+    ieee = x.dtype == torch.float32
+    cfg = GROUPED_CONFIG
+    block_t, block_k, block_n = (32, 32, 64) if ieee else (cfg["bt"], cfg["bk"], cfg["bn"])
+    warps, stages = (4, 2) if ieee else (cfg["warps"], cfg["stages"])
+    act = torch.empty(tokens, np_top, dtype=x.dtype, device=x.device)
+    # bucket g holds the ids of the tokens that enter subtree g (capacity `tokens` each: no prefix sum, no scatter)
+    bucket = torch.empty(buckets, tokens, dtype=torch.int32, device=x.device)
+    counts = torch.zeros(buckets, dtype=torch.int32, device=x.device)
+    _top_kernel[(triton.cdiv(tokens, block_t),)](
+        x, x.stride(0), x.stride(1), in_weight, in_bias, act, bucket, counts, tokens, hidden,
+        LEVELS=top_levels, NP=np_top, BT=block_t, BK=block_k, IEEE=ieee, num_warps=warps, num_stages=stages,
+    )
+    # sum over buckets of ceil(count / BT) <= ceil(tokens / BT) + buckets; surplus programs exit at once
+    _bottom_kernel[(triton.cdiv(tokens, block_t) + buckets,)](
+        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, act, bucket, counts, y, tokens, hidden,
+        TOP_LEVELS=top_levels, LEVELS=bottom_levels, NP_TOP=np_top, NP=np_bottom, G=buckets,
+        GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, IEEE=ieee,
+        num_warps=warps, num_stages=stages,
+    )
+    return y
+
+
+def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto"):
+    """Conditional FFF forward on CUDA. ``x`` (T, H), any strides; weights (K, N, H), (K, N), (K, N, H).
+
+    ``strategy``: "auto" (grouped for one tree, depth <= 11 and >= GROUPED_MIN_TOKENS tokens, else walk),
+    "walk" or "grouped". Returns a new contiguous (T, H) tensor in x's dtype. Forward only: the result carries no
+    autograd graph (no no_grad context here: at small token counts the host overhead is the cost).
+    """
+    trees, _, hidden, depth = _check_inputs(x, in_weight, in_bias, out_weight)
+    if strategy not in ("auto", "walk", "grouped"):
+        raise ValueError(f"strategy must be 'auto', 'walk' or 'grouped', got {strategy!r}")
+    grouped_ok = trees == 1 and 1 <= depth <= GROUPED_MAX_DEPTH
+    if strategy == "grouped" and not grouped_ok:
+        raise ValueError(f"the grouped strategy needs one tree and 1 <= depth <= {GROUPED_MAX_DEPTH}")
+    y = torch.empty(x.shape[0], hidden, dtype=x.dtype, device=x.device)
+    if x.shape[0] == 0 or hidden == 0:
+        return y.zero_()
+    # the kernels index weights as dense row-major blocks
+    in_weight, in_bias, out_weight = in_weight.contiguous(), in_bias.contiguous(), out_weight.contiguous()
+    run = _forward_walk
+    if strategy == "grouped" or (strategy == "auto" and grouped_ok and x.shape[0] >= GROUPED_MIN_TOKENS):
+        run = _forward_grouped
+    if x.device.index != torch.cuda.current_device():  # Triton launches on the current device
+        with torch.cuda.device(x.device):
+            return run(x, in_weight, in_bias, out_weight, depth, y)
+    return run(x, in_weight, in_bias, out_weight, depth, y)

@@ -1,0 +1,534 @@
+# Copyright 2026 The UltraFastBERT-HF authors. Apache-2.0.
+"""PyTorch UltraFastBERT: a crammedBERT encoder whose feedforward blocks are fast feedforward (FFF) trees.
+
+Reference: P. Belcak and R. Wattenhofer, "Exponentially Faster Language Modelling", 2023 (arXiv:2311.10770).
+"""
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    MaskedLMOutput,
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+from .configuration_ultrafastbert import UltraFastBertConfig
+from .fast_feedforward import FastFeedForward
+
+# Every class a saved checkpoint should be loadable as through the Auto API with trust_remote_code=True.
+AUTO_MAP = {
+    "AutoConfig": "configuration_ultrafastbert.UltraFastBertConfig",
+    "AutoModel": "modeling_ultrafastbert.UltraFastBertModel",
+    "AutoModelForMaskedLM": "modeling_ultrafastbert.UltraFastBertForMaskedLM",
+    "AutoModelForSequenceClassification": "modeling_ultrafastbert.UltraFastBertForSequenceClassification",
+    "AutoModelForTokenClassification": "modeling_ultrafastbert.UltraFastBertForTokenClassification",
+    "AutoModelForQuestionAnswering": "modeling_ultrafastbert.UltraFastBertForQuestionAnswering",
+}
+_AUTO_CLASS_OF = {name.split(".")[1]: auto for auto, name in AUTO_MAP.items() if auto != "AutoConfig"}
+
+
+def _is_compiling() -> bool:
+    return hasattr(torch, "compiler") and torch.compiler.is_compiling()
+
+
+class UltraFastBertScaledSinusoidalPositions(nn.Module):
+    """Fixed sinusoids times one learned scalar (crammedBERT's "scaled-sinusoidal", after the FLASH paper)."""
+
+    def __init__(self, hidden_size: int, max_positions: int):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.max_positions = max_positions
+        self.scale_factor = nn.Parameter(torch.tensor([1.0 / math.sqrt(hidden_size)]))
+        # recomputed, never saved: the table is a pure function of the shape
+        self.register_buffer("sinusoids", self.make_table(hidden_size, max_positions), persistent=False)
+
+    @staticmethod
+    def make_table(hidden_size: int, max_positions: int) -> torch.Tensor:
+        position = torch.arange(max_positions, dtype=torch.float).unsqueeze(1)
+        frequency = torch.exp(torch.arange(0, hidden_size, 2).float() * (-math.log(10000.0) / hidden_size))
+        table = torch.zeros(max_positions, hidden_size)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency)[:, : hidden_size // 2]
+        return table
+
+    def forward(self, seq_length: int) -> torch.Tensor:
+        return self.scale_factor * self.sinusoids[:seq_length]
+
+
+class UltraFastBertEmbeddings(nn.Module):
+    """Word embeddings + positions, then LayerNorm and dropout (no token types, as in crammedBERT)."""
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        if config.position_embedding_type == "scaled_sinusoidal":
+            self.position_embeddings = UltraFastBertScaledSinusoidalPositions(
+                config.hidden_size, config.max_position_embeddings
+            )
+        else:
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.embedding_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        seq_length = inputs_embeds.shape[1]
+        if isinstance(self.position_embeddings, nn.Embedding):
+            positions = self.position_embeddings(torch.arange(seq_length, device=inputs_embeds.device))
+        else:
+            positions = self.position_embeddings(seq_length)
+        return self.dropout(self.LayerNorm(inputs_embeds + positions.to(inputs_embeds.dtype)))
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = nn.functional.softmax(scores, dim=-1)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return output, probs
+
+
+class UltraFastBertSelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention without biases; the output projection is part of it."""
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
+        self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.dropout_prob = config.attention_probs_dropout_prob
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq_length, _ = hidden_states.shape
+        shape = (batch, seq_length, self.num_heads, self.head_dim)
+        query = self.query(hidden_states).view(shape).transpose(1, 2)
+        key = self.key(hidden_states).view(shape).transpose(1, 2)
+        value = self.value(hidden_states).view(shape).transpose(1, 2)
+
+        implementation = self.config._attn_implementation or "eager"
+        if output_attentions:
+            implementation = "eager"  # the fused kernels never materialise the probabilities
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        if implementation == "eager":
+            attention_interface = eager_attention_forward
+        context, probs = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout_prob if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        context = context.reshape(batch, seq_length, -1)
+        return self.dense(context), (probs if output_attentions else None)
+
+
+class UltraFastBertLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm block: x + attn(LN(x)), then x + FFF(LN(x))."""
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__()
+        self.config = config
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = UltraFastBertSelfAttention(config)
+        self.feedforward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feedforward = FastFeedForward(config.hidden_size, config.fff_depth, config.fff_trees)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_output, probs = self.attention(self.attention_norm(hidden_states), attention_mask, output_attentions)
+        hidden_states = hidden_states + self.dropout(attention_output)
+        # the inference switches live on the config so that flipping them on a loaded model acts at the next call
+        self.feedforward.inference = self.config.fff_inference
+        self.feedforward.kernel = self.config.fff_kernel
+        hidden_states = hidden_states + self.dropout(self.feedforward(self.feedforward_norm(hidden_states)))
+        return hidden_states, probs
+
+
+class UltraFastBertPreTrainedModel(PreTrainedModel):
+    config_class = UltraFastBertConfig
+    config: UltraFastBertConfig
+    base_model_prefix = "ultrafastbert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flex_attn = False
+    _supports_attention_backend = False
+    _no_split_modules = ["UltraFastBertLayer"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, FastFeedForward):
+            in_bound = 1.0 / math.sqrt(module.hidden_size)
+            out_bound = 1.0 / math.sqrt((module.depth + 1) * module.trees)
+            init.uniform_(module.in_weight, -in_bound, in_bound)
+            init.uniform_(module.in_bias, -in_bound, in_bound)
+            init.uniform_(module.out_weight, -out_bound, out_bound)
+        elif isinstance(module, UltraFastBertScaledSinusoidalPositions):
+            init.constant_(module.scale_factor, 1.0 / math.sqrt(module.hidden_size))
+            init.copy_(module.sinusoids, module.make_table(module.hidden_size, module.max_positions))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Marking each class with its auto class makes save_pretrained copy the remote-code files (the configuration,
+        # this file and the FFF/kernel modules it imports) next to the weights.
+        cls._auto_class = _AUTO_CLASS_OF.get(cls.__name__, "AutoModel")
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers records only the auto class of the saved object; a checkpoint of ours names all of them
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class UltraFastBertModel(UltraFastBertPreTrainedModel):
+    """The bare encoder: embeddings, pre-LayerNorm FFF blocks, final LayerNorm."""
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__(config)
+        self.embeddings = UltraFastBertEmbeddings(config)
+        self.layers = nn.ModuleList([UltraFastBertLayer(config) for _ in range(config.num_hidden_layers)])
+        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def _validate_inputs(self, input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if input_ids is not None:
+            if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+                raise ValueError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
+            if input_ids.dim() != 2:
+                raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}")
+            batch, seq_length = input_ids.shape
+            if not _is_compiling() and input_ids.numel() > 0:
+                low, high = int(input_ids.min()), int(input_ids.max())
+                if low < 0 or high >= self.config.vocab_size:
+                    raise ValueError(
+                        f"input_ids contain ids outside the vocabulary [0, {self.config.vocab_size}): "
+                        f"min {low}, max {high}"
+                    )
+        else:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(
+                    f"inputs_embeds must have shape (batch, sequence, {self.config.hidden_size}), "
+                    f"got {tuple(inputs_embeds.shape)}"
+                )
+            batch, seq_length = inputs_embeds.shape[:2]
+        if seq_length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence length {seq_length} exceeds max_position_embeddings={self.config.max_position_embeddings}; "
+                "truncate the input (e.g. tokenizer(..., truncation=True, max_length=...))."
+            )
+        if attention_mask is not None and tuple(attention_mask.shape) != (batch, seq_length):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, sequence) = "
+                f"{(batch, seq_length)} to match the inputs"
+            )
+        return batch, seq_length
+
+    def _attention_bias(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """(batch, 1, 1, keys) additive bias: 0 for real tokens, the dtype's minimum for padding."""
+        if attention_mask is None:
+            return None
+        keep = attention_mask.to(torch.bool)[:, None, None, :]
+        return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,  # accepted and ignored: crammedBERT has no token types
+        inputs_embeds: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | BaseModelOutput:
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._validate_inputs(input_ids, attention_mask, inputs_embeds)
+
+        hidden_states = self.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+        attention_bias = self._attention_bias(attention_mask, hidden_states.dtype)
+
+        all_hidden_states = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            hidden_states, probs = layer(hidden_states, attention_bias, output_attentions=output_attentions)
+            if output_attentions:
+                all_attentions = all_attentions + (probs,)
+        hidden_states = self.final_norm(hidden_states)
+        if output_hidden_states:
+            # as in GPT-2: the last entry is the final (normalised) state, equal to last_hidden_state
+            all_hidden_states = all_hidden_states + (hidden_states,)
+
+        if not return_dict:
+            return tuple(v for v in (hidden_states, all_hidden_states, all_attentions) if v is not None)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
+        )
+
+
+class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
+    """Encoder + a decoder tied to the word embeddings (crammedBERT skips the head transform)."""
+
+    _tied_weights_keys = {"decoder.weight": "ultrafastbert.embeddings.word_embeddings.weight"}
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__(config)
+        self.ultrafastbert = UltraFastBertModel(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.decoder
+
+    def set_output_embeddings(self, new_embeddings):
+        self.decoder = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | MaskedLMOutput:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.ultrafastbert(
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.decoder(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
+        if not return_dict:
+            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+
+
+class UltraFastBertPooler(nn.Module):
+    """crammedBERT's classification pooler: average (or first token), a dense layer, Tanh, dropout."""
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__()
+        self.config = config
+        self.dense = nn.Linear(config.hidden_size, config.classifier_hidden_size)
+        self.activation = nn.Tanh()
+        self.dropout = nn.Dropout(config.classifier_dropout)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if self.config.classifier_pooling == "cls":
+            pooled = hidden_states[:, 0]
+        elif attention_mask is None or self.config.classifier_pool_includes_padding:
+            pooled = hidden_states.mean(dim=1)
+        else:
+            weights = attention_mask.to(hidden_states.dtype).unsqueeze(-1)
+            pooled = (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.dropout(self.activation(self.dense(pooled)))
+
+
+class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.ultrafastbert = UltraFastBertModel(config)
+        self.pooler = UltraFastBertPooler(config)
+        self.classifier = nn.Linear(config.classifier_hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | SequenceClassifierOutput:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.ultrafastbert(
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(self.pooler(outputs.last_hidden_state, attention_mask))
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                if self.num_labels == 1:
+                    loss = MSELoss()(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+                else:
+                    loss = MSELoss()(logits, labels.to(logits.dtype))
+            elif self.config.problem_type == "single_label_classification":
+                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+
+        if not return_dict:
+            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return SequenceClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.ultrafastbert = UltraFastBertModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        # not "classifier": that name is the sequence head's (a different shape), and checkpoints load across heads
+        self.token_classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | TokenClassifierOutput:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.ultrafastbert(
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.token_classifier(self.dropout(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
+        if not return_dict:
+            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
+            return ((loss,) + output) if loss is not None else output
+        return TokenClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__(config)
+        self.ultrafastbert = UltraFastBertModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> tuple | QuestionAnsweringModelOutput:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.ultrafastbert(
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
+        start_logits, end_logits = start_logits.squeeze(-1).contiguous(), end_logits.squeeze(-1).contiguous()
+
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            # positions outside the sequence are ignored, as in BERT
+            ignored_index = start_logits.size(1)
+            start_positions = start_positions.view(-1).clamp(0, ignored_index).to(start_logits.device)
+            end_positions = end_positions.view(-1).clamp(0, ignored_index).to(end_logits.device)
+            loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
+            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+
+        if not return_dict:
+            output = (start_logits, end_logits) + tuple(
+                v for v in (outputs.hidden_states, outputs.attentions) if v is not None
+            )
+            return ((loss,) + output) if loss is not None else output
+        return QuestionAnsweringModelOutput(
+            loss=loss,
+            start_logits=start_logits,
+            end_logits=end_logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+__all__ = [
+    "UltraFastBertPreTrainedModel",
+    "UltraFastBertModel",
+    "UltraFastBertForMaskedLM",
+    "UltraFastBertForSequenceClassification",
+    "UltraFastBertForTokenClassification",
+    "UltraFastBertForQuestionAnswering",
+]

@@ -1,0 +1,381 @@
+# Copyright 2026 The UltraFastBERT-HF authors. Apache-2.0.
+"""Masked-language-model pretraining of UltraFastBERT with the crammedBERT recipe, as a plain `Trainer` script.
+
+Recipe (Geiping & Goldstein, "Cramming", 2022, as used for UltraFastBERT): no dropout during pretraining, a one-cycle
+triangular learning rate (linear warm-up to the peak, then linear decay to zero), sequences of 128 tokens packed from
+the corpus, 15% of tokens masked (80/10/10 replacement), AdamW with betas (0.9, 0.98) and gradient clipping. A
+WordPiece vocabulary is trained on the same text with `tokenizers` and saved as a BERT tokenizer.
+
+The schedule runs either over a step count (``--max-steps``) or, as in crammedBERT, over a wall-clock budget
+(``--budget-minutes``: the learning rate follows the fraction of the budget spent, and training stops when it is
+spent).
+
+Examples::
+
+    # tiny, CPU, a few seconds
+    python examples/pretrain_mlm.py --output-dir /tmp/mlm --hidden-size 64 --layers 2 --heads 2 --fff-depth 3 \
+        --vocab-size 2000 --max-steps 50 --max-lines 2000
+    # the dense-feedforward twin of the same size (same neurons and parameters, every neuron used)
+    python examples/pretrain_mlm.py --output-dir /tmp/mlm-dense --dense-ff-twin ...
+    # several GPUs: the same command under `accelerate launch` (use --max-steps, not --budget-minutes)
+    accelerate launch examples/pretrain_mlm.py --output-dir /tmp/mlm --max-steps 20000
+
+The text defaults to the SST-2 train sentences in ``../shared/data/glue/SST-2/train.tsv`` (one per line after the
+header); pass ``--train-files`` for raw text files (one document or sentence per line).
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from transformers import (  # noqa: E402
+    BertTokenizerFast,
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from modeling_ultrafastbert import UltraFastBertConfig, UltraFastBertForMaskedLM  # noqa: E402
+
+DEFAULT_SST2_TRAIN = REPO_ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output-dir", required=True, help="where the pretrained checkpoint (model + tokenizer) goes")
+    p.add_argument("--train-files", nargs="*", default=None,
+                   help="raw text files, one document or sentence per line (default: the SST-2 train sentences)")
+    p.add_argument("--sst2-train", default=str(DEFAULT_SST2_TRAIN),
+                   help="SST-2 train.tsv whose sentences are the text when no --train-files are given")
+    p.add_argument("--max-lines", type=int, default=None, help="use only the first N lines of text (quick runs)")
+    p.add_argument("--tokenizer", default=None,
+                   help="an existing tokenizer folder to use instead of training a WordPiece vocabulary")
+    # model size
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--hidden-size", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--fff-depth", type=int, default=9)
+    p.add_argument("--fff-trees", type=int, default=1)
+    p.add_argument("--dense-ff-twin", action="store_true",
+                   help="train the dense-feedforward twin instead: fff_trees*(2**(fff_depth+1)-1) trees of depth 0, "
+                        "i.e. an ordinary GELU feedforward with the same neurons and parameter count, all of them "
+                        "used for every token; everything else is identical")
+    p.add_argument("--seq-length", type=int, default=128)
+    # optimisation (crammedBERT defaults, scaled to a single small GPU)
+    p.add_argument("--batch-size", type=int, default=128, help="per-device batch size")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--peak-at", type=float, default=0.5, help="fraction of training at which the LR peaks")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=0.5)
+    p.add_argument("--mlm-probability", type=float, default=0.15)
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (schedule over steps)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="wall-clock training budget (schedule over elapsed time, as in crammedBERT); single process only")
+    p.add_argument("--eval-fraction", type=float, default=0.02, help="held-out share of packed sequences")
+    p.add_argument("--logging-steps", type=int, default=50)
+    p.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto", help="bf16 autocast (auto: on CUDA if supported)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0)
+    args = p.parse_args(argv)
+    if (args.max_steps is None) == (args.budget_minutes is None):
+        p.error("give exactly one of --max-steps and --budget-minutes")
+    if not 0.0 < args.peak_at < 1.0:
+        p.error("--peak-at must lie strictly between 0 and 1")
+    if args.seq_length < 8:
+        p.error("--seq-length must be at least 8")
+    return args
+
+
+def read_lines(args) -> list[str]:
+    if args.train_files:
+        files = [Path(f) for f in args.train_files]
+        is_sst2 = False
+    else:
+        files = [Path(args.sst2_train)]
+        is_sst2 = True
+    lines = []
+    for path in files:
+        if not path.is_file():
+            hint = " (the SST-2 data is expected in ../shared/data/glue/SST-2; pass --train-files)" if is_sst2 else ""
+            raise FileNotFoundError(f"text file not found: {path}{hint}")
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                line = line.rstrip("\n")
+                if is_sst2:
+                    if number == 1:
+                        continue  # header
+                    if "\t" not in line:
+                        raise ValueError(f"{path}:{number}: expected 'sentence<TAB>label'")
+                    line = line.rsplit("\t", 1)[0]
+                line = line.strip()
+                if line:
+                    lines.append(line)
+                if args.max_lines is not None and len(lines) >= args.max_lines:
+                    return lines
+    if not lines:
+        raise ValueError(f"no text found in {[str(f) for f in files]}")
+    return lines
+
+
+def train_tokenizer(lines: list[str], vocab_size: int, seq_length: int) -> BertTokenizerFast:
+    """A lower-cased WordPiece vocabulary trained with `tokenizers`, wrapped as a BERT tokenizer."""
+    from tokenizers import BertWordPieceTokenizer
+
+    wordpiece = BertWordPieceTokenizer(lowercase=True, clean_text=True, strip_accents=True)
+    wordpiece.train_from_iterator(lines, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                                  wordpieces_prefix="##")
+    tokenizer = BertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=True, model_max_length=seq_length)
+    if tokenizer.convert_tokens_to_ids("[MASK]") != SPECIAL_TOKENS.index("[MASK]"):
+        raise RuntimeError("the trained vocabulary lost its special tokens")
+    return tokenizer
+
+
+def pack(lines: list[str], tokenizer, seq_length: int) -> torch.Tensor:
+    """crammedBERT-style packing: the corpus as one stream of ``line [SEP]`` pieces cut into [CLS] + (L-1) blocks."""
+    stream = []
+    sep = tokenizer.sep_token_id
+    for start in range(0, len(lines), 10_000):
+        for ids in tokenizer(lines[start:start + 10_000], add_special_tokens=False)["input_ids"]:
+            stream.extend(ids)
+            stream.append(sep)
+    body = seq_length - 1
+    blocks = len(stream) // body
+    if blocks < 2:
+        raise ValueError(f"the text gives {len(stream)} tokens, fewer than two sequences of {seq_length}: give more text")
+    data = torch.tensor(stream[: blocks * body], dtype=torch.long).view(blocks, body)
+    cls = torch.full((blocks, 1), tokenizer.cls_token_id, dtype=torch.long)
+    return torch.cat([cls, data], dim=1)
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    def __init__(self, blocks: torch.Tensor):
+        self.blocks = blocks
+
+    def __len__(self):
+        return self.blocks.shape[0]
+
+    def __getitem__(self, index):
+        return {"input_ids": self.blocks[index]}
+
+
+def build_config(args, tokenizer) -> UltraFastBertConfig:
+    depth, trees = args.fff_depth, args.fff_trees
+    if args.dense_ff_twin:
+        # a depth-0 tree is one neuron that every token uses: N trees of depth 0 are a dense GELU layer of width N
+        trees, depth = args.fff_trees * (2 ** (args.fff_depth + 1) - 1), 0
+    return UltraFastBertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        fff_depth=depth,
+        fff_trees=trees,
+        max_position_embeddings=args.seq_length,
+        # crammedBERT pretrains without dropout
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        embedding_dropout_prob=0.0,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def one_cycle(progress: float, peak_at: float) -> float:
+    """Triangular one-cycle multiplier: 0 -> 1 linearly until ``peak_at``, then 1 -> 0 linearly until the end."""
+    progress = min(max(progress, 0.0), 1.0)
+    if progress < peak_at:
+        return progress / peak_at
+    return max(0.0, (1.0 - progress) / (1.0 - peak_at))
+
+
+class BudgetClock:
+    """Fraction of a wall-clock budget spent, counted from the first optimizer step."""
+
+    def __init__(self, budget_seconds: float):
+        self.budget = budget_seconds
+        self.start = None
+
+    def fraction(self) -> float:
+        if self.start is None:
+            return 0.0
+        return (time.monotonic() - self.start) / self.budget
+
+
+class BudgetCallback(TrainerCallback):
+    def __init__(self, clock: BudgetClock):
+        self.clock = clock
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.clock.start is None:
+            self.clock.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock.fraction() >= 1.0:
+            control.should_training_stop = True
+        return control
+
+
+class CrammedTrainer(Trainer):
+    """Trainer whose scheduler is the one-cycle triangle, over steps or over a wall-clock budget."""
+
+    def __init__(self, *a, peak_at: float, clock: BudgetClock | None, **kw):
+        self.peak_at = peak_at
+        self.clock = clock
+        super().__init__(*a, **kw)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            if self.clock is not None:
+                lam = lambda _step: one_cycle(self.clock.fraction(), self.peak_at)  # noqa: E731
+            else:
+                lam = lambda step: one_cycle(step / max(1, num_training_steps), self.peak_at)  # noqa: E731
+            self.lr_scheduler = LambdaLR(optimizer, lam)
+        return self.lr_scheduler
+
+
+def use_bf16(choice: str) -> bool:
+    if choice == "yes":
+        return True
+    if choice == "no":
+        return False
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    set_seed(args.seed)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if args.budget_minutes is not None and world_size > 1:
+        raise SystemExit("--budget-minutes reads each process's own clock; with several processes use --max-steps")
+    output_dir = Path(args.output_dir)
+
+    started = time.time()
+    lines = read_lines(args)
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = train_tokenizer(lines, args.vocab_size, args.seq_length)
+    blocks = pack(lines, tokenizer, args.seq_length)
+    generator = torch.Generator().manual_seed(args.seed)
+    order = torch.randperm(blocks.shape[0], generator=generator)
+    n_eval = max(1, int(round(args.eval_fraction * blocks.shape[0])))
+    eval_blocks, train_blocks = blocks[order[:n_eval]], blocks[order[n_eval:]]
+    print(f"text: {len(lines)} lines -> {blocks.shape[0]} sequences of {args.seq_length} tokens "
+          f"({train_blocks.shape[0]} train, {n_eval} held out); vocabulary {len(tokenizer)}", flush=True)
+
+    config = build_config(args, tokenizer)
+    model = UltraFastBertForMaskedLM(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {args.layers} layers, hidden {args.hidden_size}, {args.heads} heads, FFF {config.fff_trees} tree(s) "
+          f"of depth {config.fff_depth} ({config.fff_num_nodes * config.fff_trees} neurons, "
+          f"{(config.fff_depth + 1) * config.fff_trees} used per token); {n_params / 1e6:.2f}M parameters", flush=True)
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=args.mlm_probability)
+    clock = BudgetClock(args.budget_minutes * 60.0) if args.budget_minutes is not None else None
+    bf16 = use_bf16(args.bf16)
+    work_dir = Path(tempfile.mkdtemp(prefix=".pretrain-", dir=output_dir.parent if output_dir.parent.exists() else None))
+    training_args = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.98,
+        adam_epsilon=1e-12,
+        max_grad_norm=args.max_grad_norm,
+        # the budget mode stops through its callback; the step count only has to be out of reach
+        max_steps=args.max_steps if args.max_steps is not None else 10**9,
+        logging_steps=args.logging_steps,
+        logging_first_step=True,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        bf16=bf16,
+        dataloader_num_workers=args.num_workers,
+        seed=args.seed,
+        disable_tqdm=False,
+    )
+    trainer = CrammedTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=PackedDataset(train_blocks),
+        eval_dataset=PackedDataset(eval_blocks),
+        data_collator=collator,
+        peak_at=args.peak_at,
+        clock=clock,
+        callbacks=[BudgetCallback(clock)] if clock is not None else None,
+    )
+    def held_out_loss() -> float:
+        # the masking is random: seed it the same way each time. The masked FFF form is the training computation;
+        # it gives the same function as the conditional one and needs no inference kernel.
+        config.fff_inference = "dense"
+        set_seed(args.seed + 1)
+        loss = trainer.evaluate()["eval_loss"]
+        config.fff_inference = "conditional"
+        return loss
+
+    eval_before = held_out_loss()
+    set_seed(args.seed)
+    train_started = time.time()
+    train_output = trainer.train()
+    train_seconds = time.time() - train_started
+    eval_after = held_out_loss()
+    train_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+    results = {
+        "eval_mlm_loss_before": eval_before,
+        "eval_mlm_loss_after": eval_after,
+        "first_logged_train_loss": train_losses[0] if train_losses else None,
+        "last_logged_train_loss": train_losses[-1] if train_losses else None,
+        "train_loss_mean": train_output.training_loss,
+        "global_steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "sequences_seen": trainer.state.global_step * args.batch_size * args.grad_accum * world_size,
+        "parameters": n_params,
+        "dense_ff_twin": args.dense_ff_twin,
+        "bf16": bf16,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "args": vars(args),
+    }
+    print(json.dumps({k: v for k, v in results.items() if k != "args"}, indent=1), flush=True)
+
+    if trainer.is_world_process_zero():
+        # write everything into a temporary folder beside the target, then move it into place
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=work_dir))
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "pretrain_results.json").write_text(json.dumps(results, indent=1) + "\n")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(staging), str(output_dir))
+        shutil.rmtree(work_dir, ignore_errors=True)
+        print(f"saved to {output_dir}", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

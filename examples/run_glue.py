@@ -1,0 +1,430 @@
+# Copyright 2026 The UltraFastBERT-HF authors. Apache-2.0.
+"""Fine-tune and evaluate UltraFastBERT on a GLUE task with `Trainer`, offline, from the GLUE release's TSV files.
+
+    python examples/run_glue.py --task sst2 --model checkpoints/ultrafastbert-sst2-small \
+        --data-dir ../shared/data/glue --output-dir /tmp/sst2 --epochs 1
+
+``--model`` is any UltraFastBERT checkpoint folder or Hub id with a tokenizer: a pretrained MLM checkpoint (its
+classification head is then freshly initialised) or an already fine-tuned one. ``--data-dir`` is the task's folder
+(holding ``train.tsv`` and ``dev.tsv``) or the GLUE root that holds it (``SST-2``, ``CoLA``, ...). The dev metrics
+are computed locally (accuracy; F1 for MRPC; Matthews correlation for CoLA; Pearson/Spearman for STS-B) and written
+to ``OUTPUT_DIR/eval_results.json``; the fine-tuned model and tokenizer are saved to ``OUTPUT_DIR`` with the
+remote-code files, so that they load with ``trust_remote_code=True``, together with a model card. ``--push-to-hub
+REPO_ID`` uploads that folder.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+import modeling_ultrafastbert  # noqa: E402,F401  (registers the Auto classes)
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    folder: str
+    text_columns: tuple  # one or two column indices (negative = from the end)
+    label_column: int
+    labels: tuple | None  # label strings in id order; None = regression
+    header: bool
+    dev_file: str = "dev.tsv"
+    metric: str = "accuracy"  # the metric reported first (the task's official one)
+
+
+# Column layouts of the GLUE release (https://gluebenchmark.com/tasks), 0-based.
+TASKS = {
+    "cola": GlueTask("CoLA", (3,), 1, ("0", "1"), header=False, metric="matthews_correlation"),
+    "sst2": GlueTask("SST-2", (0,), 1, ("0", "1"), header=True),
+    "mrpc": GlueTask("MRPC", (3, 4), 0, ("0", "1"), header=True, metric="f1"),
+    "stsb": GlueTask("STS-B", (7, 8), -1, None, header=True, metric="pearson"),
+    "qnli": GlueTask("QNLI", (1, 2), -1, ("entailment", "not_entailment"), header=True),
+    "rte": GlueTask("RTE", (1, 2), -1, ("entailment", "not_entailment"), header=True),
+    "mnli": GlueTask("MNLI", (8, 9), -1, ("contradiction", "entailment", "neutral"), header=True,
+                     dev_file="dev_matched.tsv"),
+}
+
+
+# readable names for the 0/1 label columns (the others' file values already are names)
+LABEL_NAMES = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+               "mrpc": ("not_equivalent", "equivalent")}
+
+
+class GlueDataError(ValueError):
+    pass
+
+
+def resolve_task_dir(data_dir: str | os.PathLike, task: GlueTask) -> Path:
+    """The task folder itself, or the GLUE root holding it."""
+    data_dir = Path(data_dir)
+    for candidate in (data_dir, data_dir / task.folder):
+        if (candidate / "train.tsv").is_file() or (candidate / task.dev_file).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"no {task.folder} data found: neither {data_dir} nor {data_dir / task.folder} holds train.tsv / "
+        f"{task.dev_file} (pass the task folder or the GLUE root as --data-dir)"
+    )
+
+
+def read_glue_tsv(path: Path, task: GlueTask, max_rows: int | None = None) -> dict:
+    """Read one GLUE TSV into {"text_a", "text_b"?, "label"}; errors name the file and the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"GLUE file not found: {path}")
+    needed = max(c if c >= 0 else -c - 1 for c in task.text_columns + (task.label_column,)) + 1
+    columns = {"text_a": [], "label": []}
+    if len(task.text_columns) == 2:
+        columns["text_b"] = []
+    with open(path, encoding="utf-8") as handle:
+        for number, raw in enumerate(handle, 1):
+            if number == 1 and task.header:
+                continue
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            # GLUE fields are tab-separated and unquoted (quotes are part of the text)
+            fields = line.split("\t")
+            if len(fields) < needed:
+                raise GlueDataError(
+                    f"{path}:{number}: malformed {task.folder} row: expected at least {needed} tab-separated "
+                    f"columns, found {len(fields)}"
+                )
+            raw_label = fields[task.label_column].strip()
+            if task.labels is None:
+                try:
+                    label = float(raw_label)
+                except ValueError:
+                    raise GlueDataError(f"{path}:{number}: malformed {task.folder} row: score {raw_label!r} is not a number") from None
+                if not math.isfinite(label):
+                    raise GlueDataError(f"{path}:{number}: malformed {task.folder} row: score {raw_label!r} is not finite")
+            else:
+                if raw_label not in task.labels:
+                    raise GlueDataError(
+                        f"{path}:{number}: malformed {task.folder} row: label {raw_label!r} is not one of {list(task.labels)}"
+                    )
+                label = task.labels.index(raw_label)
+            columns["text_a"].append(fields[task.text_columns[0]])
+            if "text_b" in columns:
+                columns["text_b"].append(fields[task.text_columns[1]])
+            columns["label"].append(label)
+            if max_rows is not None and len(columns["label"]) >= max_rows:
+                break
+    if not columns["label"]:
+        raise GlueDataError(f"{path}: no examples found")
+    return columns
+
+
+# --- metrics, computed locally -------------------------------------------------------------------------------------
+
+def accuracy(pred, gold) -> float:
+    return float(np.mean(np.asarray(pred) == np.asarray(gold)))
+
+
+def f1_binary(pred, gold) -> float:
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    fp = float(np.sum((pred == 1) & (gold == 0)))
+    fn = float(np.sum((pred == 0) & (gold == 1)))
+    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def matthews_correlation(pred, gold) -> float:
+    pred, gold = np.asarray(pred), np.asarray(gold)
+    tp = float(np.sum((pred == 1) & (gold == 1)))
+    tn = float(np.sum((pred == 0) & (gold == 0)))
+    fp = float(np.sum((pred == 1) & (gold == 0)))
+    fn = float(np.sum((pred == 0) & (gold == 1)))
+    denominator = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return 0.0 if denominator == 0 else (tp * tn - fp * fn) / denominator
+
+
+def pearson(x, y) -> float:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denominator = math.sqrt(float(np.sum(x * x)) * float(np.sum(y * y)))
+    return 0.0 if denominator == 0 else float(np.sum(x * y)) / denominator
+
+
+def _average_ranks(values) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):  # tied values share the mean of their ranks
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2.0 + 1.0
+        start = end + 1
+    return ranks
+
+
+def spearman(x, y) -> float:
+    return pearson(_average_ranks(x), _average_ranks(y))
+
+
+def compute_task_metrics(task_name: str, predictions: np.ndarray, labels: np.ndarray) -> dict:
+    if task_name == "stsb":
+        scores = predictions.reshape(-1)
+        p, s = pearson(scores, labels), spearman(scores, labels)
+        return {"pearson": p, "spearmanr": s, "combined_score": (p + s) / 2}
+    pred = predictions.argmax(-1)
+    metrics = {"accuracy": accuracy(pred, labels)}
+    if task_name == "mrpc":
+        metrics["f1"] = f1_binary(pred, labels)
+        metrics["combined_score"] = (metrics["accuracy"] + metrics["f1"]) / 2
+    if task_name == "cola":
+        metrics["matthews_correlation"] = matthews_correlation(pred, labels)
+    return metrics
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+class EncodedDataset(torch.utils.data.Dataset):
+    def __init__(self, encodings: dict, labels: list):
+        self.encodings = encodings
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        item = {key: values[index] for key, values in self.encodings.items()}
+        item["labels"] = self.labels[index]
+        return item
+
+
+def encode(tokenizer, columns: dict, max_length: int) -> EncodedDataset:
+    pair = (columns["text_a"], columns["text_b"]) if "text_b" in columns else (columns["text_a"],)
+    encodings = tokenizer(*pair, truncation=True, max_length=max_length)
+    # crammedBERT has no token types; UltraFastBERT ignores them, so don't carry them around
+    encodings = {k: v for k, v in encodings.items() if k in ("input_ids", "attention_mask")}
+    return EncodedDataset(encodings, columns["label"])
+
+
+# --- main ------------------------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--model", required=True, help="UltraFastBERT checkpoint folder or Hub id (MLM or fine-tuned)")
+    p.add_argument("--data-dir", required=True, help="the task folder, or the GLUE root holding it")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.1,
+                   help="dropout during fine-tuning (pretraining used none); negative keeps the checkpoint's")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-train-samples", type=int, default=None)
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--eval-only", action="store_true", help="only evaluate --model on the dev set")
+    p.add_argument("--fff-kernel", choices=("auto", "torch", "native"), default=None,
+                   help="conditional FFF implementation for evaluation (default: the checkpoint's)")
+    p.add_argument("--fff-inference", choices=("conditional", "dense"), default=None,
+                   help="eval-mode FFF computation (default: the checkpoint's)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls while training on CUDA (eval stays fp32)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="upload the saved checkpoint to this Hub repo")
+    p.add_argument("--model-name", default=None, help="name in the model card (default: the output folder's name)")
+    p.add_argument("--logging-steps", type=int, default=50)
+    p.add_argument("--no-save", action="store_true", help="write eval_results.json only")
+    args = p.parse_args(argv)
+    if args.max_length > 512 or args.max_length < 8:
+        p.error("--max-length must lie in [8, 512]")
+    return args
+
+
+def write_card(folder: Path, model, args, metrics: dict, train_info: dict) -> None:
+    name = args.model_name or Path(args.output_dir).name
+    task = TASKS[args.task]
+    description = (
+        f"UltraFastBERT fine-tuned on GLUE {task.folder} with `examples/run_glue.py` from `{args.model}` "
+        f"({train_info.get('train_examples')} training examples, {train_info.get('global_steps')} steps, "
+        f"learning rate {args.lr}, batch {args.batch_size}, seed {args.seed}). The metrics are those of the dev set "
+        f"({train_info.get('eval_examples')} examples), computed in fp32 with the conditional FFF path."
+    )
+    try:
+        from model_cards.generate import write_model_card
+    except ImportError as error:
+        print(f"model_cards.generate is not available ({error}); writing a minimal model card", flush=True)
+        lines = [f"# {name}", "", description, "", f"| {task.folder} dev metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, float)]
+        (folder / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return
+    write_model_card(
+        folder, model.config, model_name=name, task="text-classification",
+        metrics={args.task: {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}},
+        description=description, license="apache-2.0", repo_id=args.push_to_hub,
+    )
+
+
+def push(folder: Path, repo_id: str) -> None:
+    try:
+        from conversion.push_to_hub import push_checkpoint
+    except ImportError as error:
+        raise SystemExit(
+            f"--push-to-hub needs conversion/push_to_hub.py (push_checkpoint), which could not be imported: {error}. "
+            f"The checkpoint is saved in {folder}; upload it with `hf upload {repo_id} {folder}`."
+        ) from None
+    push_checkpoint(str(folder), repo_id)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    task = TASKS[args.task]
+    set_seed(args.seed)
+    started = time.time()
+
+    task_dir = resolve_task_dir(args.data_dir, task)
+    dev = read_glue_tsv(task_dir / task.dev_file, task, args.max_eval_samples)
+    train = None if args.eval_only else read_glue_tsv(task_dir / "train.tsv", task, args.max_train_samples)
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    num_labels = 1 if task.labels is None else len(task.labels)
+    overrides = {"num_labels": num_labels}
+    if task.labels is not None:
+        names = LABEL_NAMES.get(args.task, task.labels)
+        overrides["id2label"] = {i: label for i, label in enumerate(names)}
+        overrides["label2id"] = {label: i for i, label in enumerate(names)}
+    overrides["problem_type"] = "regression" if task.labels is None else "single_label_classification"
+    if args.dropout >= 0 and not args.eval_only:
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout_prob", "classifier_dropout"):
+            overrides[key] = args.dropout
+    # an MLM checkpoint gets a fresh pooler + classifier; a fine-tuned one with another label count is refused
+    # by transformers unless the head is re-made, hence ignore_mismatched_sizes
+    model = AutoModelForSequenceClassification.from_pretrained(
+        args.model, trust_remote_code=True, ignore_mismatched_sizes=True, **overrides
+    )
+    max_length = min(args.max_length, model.config.max_position_embeddings)
+    dev_set = encode(tokenizer, dev, max_length)
+    train_set = None if train is None else encode(tokenizer, train, max_length)
+
+    output_dir = Path(args.output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
+    on_cuda = torch.cuda.is_available()
+    training_args = TrainingArguments(
+        output_dir=str(work_dir / "trainer"),
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.eval_batch_size,
+        learning_rate=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps if args.max_steps is not None else -1,
+        lr_scheduler_type="linear",
+        logging_steps=args.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=args.seed,
+        disable_tqdm=False,
+        dataloader_pin_memory=on_cuda,
+    )
+
+    def compute_metrics(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return compute_task_metrics(args.task, np.asarray(logits), np.asarray(prediction.label_ids))
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+    )
+    train_seconds = 0.0
+    if train_set is not None:
+        if on_cuda and args.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        t0 = time.time()
+        trainer.train()
+        train_seconds = time.time() - t0
+    # evaluate in full fp32 so that the number is what a CPU user gets from the saved weights
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model.eval()
+    # evaluation-only switches: the saved config keeps the checkpoint's own settings
+    saved_switches = (model.config.fff_kernel, model.config.fff_inference)
+    model.config.fff_kernel = args.fff_kernel or model.config.fff_kernel
+    model.config.fff_inference = args.fff_inference or model.config.fff_inference
+    eval_switches = (model.config.fff_kernel, model.config.fff_inference)
+    raw = trainer.evaluate()
+    model.config.fff_kernel, model.config.fff_inference = saved_switches
+    metrics = {k[len("eval_"):]: v for k, v in raw.items()
+               if k.startswith("eval_") and k[len("eval_"):] in ("accuracy", "f1", "matthews_correlation", "pearson",
+                                                                  "spearmanr", "combined_score", "loss")}
+    results = {
+        "task": args.task,
+        **metrics,
+        "main_metric": task.metric,
+        "eval_examples": len(dev_set),
+        "train_examples": 0 if train_set is None else len(train_set),
+        "global_steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "device": torch.cuda.get_device_name(0) if on_cuda else "cpu",
+        "fff_kernel": eval_switches[0],
+        "fff_inference": eval_switches[1],
+        "model": str(args.model),
+        "args": vars(args),
+    }
+    print(json.dumps({k: v for k, v in results.items() if k != "args"}, indent=1), flush=True)
+
+    if trainer.is_world_process_zero():
+        if args.eval_only or args.no_save:
+            # only the results file; the folder (possibly the evaluated checkpoint itself) is left as it is
+            output_dir.mkdir(parents=True, exist_ok=True)
+            tmp = work_dir / "eval_results.json"
+            tmp.write_text(json.dumps(results, indent=1) + "\n")
+            shutil.move(str(tmp), str(output_dir / "eval_results.json"))
+        else:
+            staging = work_dir / "out"
+            staging.mkdir()
+            (staging / "eval_results.json").write_text(json.dumps(results, indent=1) + "\n")
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            write_card(staging, model, args, {k: v for k, v in metrics.items() if k != "loss"}, results)
+            if output_dir.exists():
+                shutil.rmtree(output_dir)
+            shutil.move(str(staging), str(output_dir))
+        shutil.rmtree(work_dir, ignore_errors=True)
+        print(f"saved to {output_dir}", flush=True)
+        if args.push_to_hub:
+            if args.eval_only or args.no_save:
+                raise SystemExit("--push-to-hub needs a saved checkpoint (drop --eval-only / --no-save)")
+            push(output_dir, args.push_to_hub)
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, GlueDataError) as error:
+        raise SystemExit(f"error: {error}") from None
