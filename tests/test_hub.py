@@ -147,6 +147,7 @@ class HubHandler(BaseHTTPRequestHandler):
             ("POST", r"/api/models/([^/]+/[^/]+)/commit/(.+)", self.commit),
             ("POST", r"/([^/]+/[^/]+)\.git/info/lfs/objects/batch", self.lfs_batch),
             ("PUT", r"/lfs-upload/([0-9a-f]{64})", self.lfs_put),
+            ("GET", r"/api/models/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?", self.tree),
             ("GET", r"/api/models/([^/]+/[^/]+)(?:/revision/(.+))?", self.model_info),
             ("HEAD", r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.resolve),
             ("GET", r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.resolve),
@@ -295,6 +296,20 @@ class HubHandler(BaseHTTPRequestHandler):
         files = repo["commits"][sha]
         self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo["private"],
                          "siblings": [{"rfilename": p} for p in sorted(files)]})
+
+    def tree(self, repo_id, revision, prefix=None):
+        if (repo := self._repo(repo_id)) is None or (sha := self._revision(repo, revision)) is None:
+            return
+        prefix = unquote(prefix or "").strip("/")
+        entries = []  # a flat (recursive) listing; folders are implied by the paths
+        for path, entry in sorted(repo["commits"][sha].items()):
+            if prefix and not path.startswith(prefix + "/"):
+                continue
+            item = {"type": "file", "path": path, "size": entry["size"], "oid": _git_blob_sha1(entry["content"])}
+            if entry["lfs"]:
+                item["lfs"] = {"oid": entry["oid"], "size": entry["size"], "pointerSize": 134}
+            entries.append(item)
+        self._json(200, entries)
 
     def resolve(self, repo_id, revision, filename):
         if (repo := self._repo(repo_id)) is None or (sha := self._revision(repo, revision)) is None:
@@ -451,6 +466,13 @@ def test_push_then_load_remote_code_from_clean_subprocess(hub_server, converted_
                 _env(hub_server, tmp_path / "push", HF_TOKEN=TOKEN), cwd=tmp_path)
     assert push.returncode == 0, push.stderr[-4000:]
     assert f"{repo_id}/commit/" in push.stdout
+    import urllib.request
+
+    with urllib.request.urlopen(f"{hub_server}/api/models/{repo_id}/tree/{revision or 'main'}") as response:
+        tree = {entry["path"]: entry for entry in json.load(response)}
+    # weights went through the LFS batch protocol, small text files inline in the NDJSON commit
+    assert "lfs" in tree["model.safetensors"] and "lfs" not in tree["config.json"]
+    assert "README.md" in tree and "modeling_ultrafastbert.py" in tree
 
     blocker_dir = tmp_path / "blocker"
     blocker_dir.mkdir()
@@ -507,3 +529,35 @@ def test_push_refuses_folders_that_are_not_our_checkpoints(converted_mlm, tmp_pa
         push_checkpoint(broken, "tester/z", token="unused")
     with pytest.raises(PushError, match="not 'ultrafastbert'"):
         push_checkpoint(FIXTURES / "mlm", "tester/z", token="unused")
+
+
+UPLOAD_ORIGINAL = """
+from huggingface_hub import HfApi
+api = HfApi()
+api.create_repo({repo_id!r}, exist_ok=True)
+api.upload_folder(repo_id={repo_id!r}, folder_path={folder!r}, commit_message="original crammedBERT checkpoint")
+"""
+
+
+def test_convert_from_hub_repo_and_push_with_cli(hub_server, tmp_path):
+    if not (FIXTURES / "mlm").is_dir():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    import urllib.request
+
+    env = _env(hub_server, tmp_path, HF_TOKEN=TOKEN)
+    up = _run(UPLOAD_ORIGINAL.format(repo_id="tester/original-tiny-mlm", folder=str(FIXTURES / "mlm")), env, tmp_path)
+    assert up.returncode == 0, up.stderr[-3000:]
+    # SRC is a repo id: downloaded from the server (reference outputs included, so the conversion verifies itself)
+    out = tmp_path / "converted"
+    cli = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "conversion" / "convert_original_checkpoint.py"), "tester/original-tiny-mlm",
+         str(out), "--push-to-hub", "tester/converted-tiny-mlm"],
+        env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert (out / "config.json").is_file()
+    with urllib.request.urlopen(f"{hub_server}/api/models/tester/converted-tiny-mlm") as response:
+        info = json.load(response)
+    files = {s["rfilename"] for s in info["siblings"]}
+    assert {"config.json", "model.safetensors", "README.md", "modeling_ultrafastbert.py",
+            "configuration_ultrafastbert.py", "fast_feedforward.py"} <= files
