@@ -134,7 +134,25 @@ inline float gelu(float z) {  // exact erf GELU, as torch.nn.functional.gelu
   return 0.5f * z * (1.0f + std::erf(z * 0.70710678118654752440f));
 }
 
-constexpr int kGroup = 4;
+constexpr int kGroup = 8;
+
+// G tokens against one shared row (the top levels): each weight vector is loaded once for all G tokens
+template <typename W, int G>
+inline void dot_shared(const float* const* x, const W* w, int64_t H, float* out) {
+  f32x16 a[G];
+  for (int g = 0; g < G; ++g) a[g] = f32x16{0};
+  int64_t h = 0;
+  for (; h + 16 <= H; h += 16) {
+    const f32x16 wv = load16(w + h);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) a[g] += load16(x[g] + h) * wv;
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    for (int64_t t = h; t < H; ++t) tail += x[g][t] * load_w(w, t);
+    out[g] = hsum(a[g]) + tail;
+  }
+}
 
 // Tokens order[j .. j+G) at the current level: dots, GELU, next nodes. The output rows are added later, per token
 // (accumulate_outputs), so the level-by-level pass only streams x and the input rows.
@@ -164,7 +182,11 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
     }
   }
   float z[G];
-  dot_group<W, G>(xg, rg, H, z);
+  if (G > 1 && rg[0] == rg[G - 1]) {
+    dot_shared<W, G>(xg, rg[0], H, z);  // sorted by node: first == last means the whole group shares one row
+  } else {
+    dot_group<W, G>(xg, rg, H, z);
+  }
   for (int g = 0; g < G; ++g) {
     const int64_t i = order[j + g];
     z[g] += tree_bias[ng[g]];
