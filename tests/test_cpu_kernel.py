@@ -19,7 +19,7 @@ from modeling_ultrafastbert.fast_feedforward import (
     fff_paths_torch,
 )
 
-from conftest import tiny_config
+from conftest import run_in_clean_env, tiny_config
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -273,3 +273,39 @@ def test_torch_compile_and_export_see_one_op(kernel):
     targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
     assert any("fff_forward_cpu" in t for t in targets), targets
     torch.testing.assert_close(exported.module()(x), eager)
+
+
+def test_remote_code_checkpoint_runs_the_native_kernel(kernel, tmp_path):
+    """A checkpoint loaded with trust_remote_code, without this package, compiles/loads the embedded kernel."""
+    from modeling_ultrafastbert import UltraFastBertForSequenceClassification
+
+    torch.manual_seed(0)
+    model = UltraFastBertForSequenceClassification(tiny_config(num_labels=2, fff_kernel="native")).eval()
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    assert (checkpoint / "fff_cpu_kernel.py").exists()
+    ids = torch.randint(1, 211, (2, 9))
+    with torch.no_grad():
+        expected = model(ids).logits
+    torch.save({"ids": ids, "expected": expected}, tmp_path / "io.pt")
+    output = run_in_clean_env(
+        f"""
+        import sys, torch
+        from transformers import AutoModelForSequenceClassification
+        io = torch.load({str(tmp_path / 'io.pt')!r})
+        model = AutoModelForSequenceClassification.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
+        kernel = next(m for name, m in sys.modules.items() if name.endswith(".fff_cpu_kernel"))
+        print(kernel.is_available())
+        calls = []
+        op = kernel._op
+        kernel._op = lambda *args: calls.append(1) or op(*args)
+        with torch.no_grad():
+            torch.testing.assert_close(model(io["ids"]).logits, io["expected"], rtol=1e-5, atol=1e-5)
+        print("native calls", len(calls))
+        """,
+        tmp_path,
+        # share this session's build instead of compiling again under the clean HOME
+        extra_env={"ULTRAFASTBERT_CACHE": str(fff_cpu_kernel.library_path().parents[1])},
+    )
+    assert "(True, 'compiled FFF CPU kernel loaded" in output, output
+    assert "native calls 2" in output, output  # one per layer
