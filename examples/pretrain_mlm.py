@@ -272,7 +272,7 @@ def main(argv=None) -> dict:
     if args.tokenizer:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=True)
     else:
         tokenizer = train_tokenizer(lines, args.vocab_size, args.seq_length)
     blocks = pack(lines, tokenizer, args.seq_length)
@@ -314,6 +314,7 @@ def main(argv=None) -> dict:
         report_to="none",
         bf16=bf16,
         dataloader_num_workers=args.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         seed=args.seed,
         disable_tqdm=False,
     )

@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {source} holds no model.safetensors")
 
     model = UltraFastBertForSequenceClassification.from_pretrained(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     model.save_pretrained(staging)

@@ -305,7 +305,7 @@ def main(argv=None) -> dict:
     dev = read_glue_tsv(task_dir / task.dev_file, task, args.max_eval_samples)
     train = None if args.eval_only else read_glue_tsv(task_dir / "train.tsv", task, args.max_train_samples)
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
     num_labels = 1 if task.labels is None else len(task.labels)
     overrides = {"num_labels": num_labels}
     if task.labels is not None:
