@@ -153,7 +153,8 @@ def pack(lines: list[str], tokenizer, seq_length: int) -> torch.Tensor:
     stream = []
     sep = tokenizer.sep_token_id
     for start in range(0, len(lines), 10_000):
-        for ids in tokenizer(lines[start:start + 10_000], add_special_tokens=False)["input_ids"]:
+        # verbose=False: the lines are cut into blocks below, so their length against the model maximum is moot
+        for ids in tokenizer(lines[start:start + 10_000], add_special_tokens=False, verbose=False)["input_ids"]:
             stream.extend(ids)
             stream.append(sep)
     body = seq_length - 1

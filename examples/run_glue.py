@@ -286,13 +286,17 @@ def write_card(folder: Path, model, args, metrics: dict, train_info: dict) -> No
 
 def push(folder: Path, repo_id: str) -> None:
     try:
-        from conversion.push_to_hub import push_checkpoint
+        from conversion.push_to_hub import PushError, push_checkpoint
     except ImportError as error:
         raise SystemExit(
             f"--push-to-hub needs conversion/push_to_hub.py (push_checkpoint), which could not be imported: {error}. "
             f"The checkpoint is saved in {folder}; upload it with `hf upload {repo_id} {folder}`."
         ) from None
-    push_checkpoint(str(folder), repo_id)
+    try:
+        url = push_checkpoint(str(folder), repo_id, commit_message=f"Upload {folder.name} (examples/run_glue.py)")
+    except PushError as error:
+        raise SystemExit(f"error: could not push {folder} to {repo_id}: {error}") from None
+    print(f"pushed to {url}", flush=True)
 
 
 def main(argv=None) -> dict:

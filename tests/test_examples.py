@@ -57,7 +57,7 @@ def test_pretrain_mlm_lowers_the_loss_and_saves_a_checkpoint(tiny_mlm):
     out, results = tiny_mlm
     assert results["global_steps"] == 40
     # held-out loss with the same masks before and after, and the logged training loss, both go down
-    assert results["eval_mlm_loss_after"] < results["eval_mlm_loss_before"] - 0.3, results
+    assert results["eval_mlm_loss_after"] < results["eval_mlm_loss_before"] - 0.2, results
     assert results["last_logged_train_loss"] < results["first_logged_train_loss"], results
     assert math.isclose(results["eval_mlm_loss_before"], math.log(400), rel_tol=0.15)  # starts near uniform
     config = json.loads((out / "config.json").read_text())
@@ -218,3 +218,12 @@ def test_quickstart_runs_offline():
     assert any(line.strip().startswith("positive") and "gripping" in line for line in lines), done.stdout
     assert any(line.strip().startswith("negative") and "a dull, lifeless film" in line for line in lines), done.stdout
     assert "conditional:" in done.stdout and "dense:" in done.stdout and "same predictions: True" in done.stdout
+
+
+def test_push_without_a_token_fails_clearly(tmp_path, monkeypatch):
+    pytest.importorskip("conversion.push_to_hub", reason="conversion/push_to_hub.py (the Hub issue) is not present")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # no stored login
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="could not push .*token"):
+        run_glue.push(CHECKPOINT, "someone/ultrafastbert-sst2-small")
