@@ -101,6 +101,7 @@ def render_model_card(
     description: str | None = None,
     extra_limitations: list[str] | None = None,
     tags: list[str] | None = None,
+    training_note: str = "pretrained with the crammedBERT recipe (one GPU day), so it is below BERT-base on most tasks.",
 ) -> str:
     """Return the model card text (YAML front matter + markdown)."""
     task = task or _task_from_config(config)
@@ -204,6 +205,7 @@ def render_model_card(
         classifier_rows=classifier_rows,
         metrics_section=metrics_section,
         speed_section=speed_section,
+        training_note=training_note,
         extra_limitations="".join(f"- {item}\n" for item in limitations),
     )
 
