@@ -6,7 +6,7 @@ the layer (FastFeedForward, fff_kernel="native": what the model runs) and the ba
 ratio to dense FF-3072, all from one run. For 1 token it also prints the split between the kernel itself and the
 Python / dispatcher overhead around it. Correctness is checked before timing.
 
-    python3 benchmarks/bench_fff_layer.py [--tokens 1 128 4096] [--dtype fp32|bf16] [--seconds 0.4]
+    python3 benchmarks/bench_fff_layer.py [--tokens 1 128 4096] [--dtype fp32|bf16] [--seconds 1.0]
 """
 
 import argparse
@@ -44,16 +44,30 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} logical cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def median_us(fn, seconds: float, max_calls: int = 20000) -> float:
-    fn()
-    fn()  # warm-up (packing, allocator pools)
+def sample_us(fn, seconds: float, min_calls: int = 5, warmup: int = 2, max_calls: int = 20000) -> list[float]:
+    for _ in range(warmup):  # packing, allocator pools, caches
+        fn()
     times = []
     deadline = time.perf_counter() + seconds
-    while (time.perf_counter() < deadline or len(times) < 5) and len(times) < max_calls:
+    while (time.perf_counter() < deadline or len(times) < min_calls) and len(times) < max_calls:
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e6 * statistics.median(times)
+        times.append(1e6 * (time.perf_counter() - start))
+    return times
+
+
+def median_us(fn, seconds: float) -> float:
+    return statistics.median(sample_us(fn, seconds))
+
+
+def interleaved_medians(contenders: dict, seconds: float, rounds: int = 5) -> dict:
+    """Median µs of each contender over samples taken in ``rounds`` interleaved slices, so that load from other
+    processes on a shared machine hits every contender alike instead of skewing one of them."""
+    samples = {name: [] for name in contenders}
+    for r in range(rounds):
+        for name, (fn, budget) in contenders.items():
+            samples[name] += sample_us(fn, budget * seconds / rounds, min_calls=1, warmup=2 if r == 0 else 0)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def dense_ff(intermediate: int, dtype) -> nn.Module:
@@ -64,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 128, 4096])
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
-    parser.add_argument("--seconds", type=float, default=0.4, help="time budget per measurement")
+    parser.add_argument("--seconds", type=float, default=1.0, help="time budget per contender and shape")
     args = parser.parse_args()
     dtype = DTYPES[args.dtype]
     all_threads = torch.get_num_threads()
@@ -101,23 +115,26 @@ def main() -> None:
         torch.set_num_threads(threads)
         for tokens in args.tokens:
             x = torch.randn(tokens, 768, dtype=dtype)
-            slow_budget = args.seconds if tokens < 4096 else args.seconds / 2
+            slow = 1.0 if tokens < 4096 else 0.5
             with torch.inference_mode():
-                results = {
-                    "dense FF-3072": median_us(lambda: ff3072(x), args.seconds),
-                    "dense FF-4095": median_us(lambda: ff4095(x), slow_budget),
-                    "masked FFF": median_us(lambda: fff_masked(x, w1, b, w2), slow_budget),
-                    "torch conditional": median_us(lambda: fff_conditional_torch(x, w1, b, w2), args.seconds),
-                    "native (layer)": median_us(lambda: layer(x), args.seconds),
-                    "native (op)": median_us(lambda: op(x, w1, b, w2), args.seconds),
-                }
+                results = interleaved_medians(
+                    {
+                        "dense FF-3072": (lambda: ff3072(x), 1.0),
+                        "dense FF-4095": (lambda: ff4095(x), slow),
+                        "masked FFF": (lambda: fff_masked(x, w1, b, w2), slow),
+                        "torch conditional": (lambda: fff_conditional_torch(x, w1, b, w2), 1.0),
+                        "native (layer)": (lambda: layer(x), 1.0),
+                        "native (op)": (lambda: op(x, w1, b, w2), 1.0),
+                        "native (python fn)": (lambda: fff_cpu_kernel.fff_forward(x, w1, b, w2), 1.0),
+                        "op with 0 tokens": (lambda: op(x[:0], w1, b, w2), 1.0),
+                    },
+                    args.seconds,
+                )
+            direct, noop = results.pop("native (python fn)"), results.pop("op with 0 tokens")
             base = results["dense FF-3072"]
             cells = " | ".join(f"{us:9.1f} {base / us:6.1f}x" for us in results.values())
             print(f"{tokens:>6} {threads:>7} | {cells}")
             if tokens == 1:
-                with torch.inference_mode():
-                    direct = median_us(lambda: fff_cpu_kernel.fff_forward(x, w1, b, w2), args.seconds)
-                    noop = median_us(lambda: op(x[:0], w1, b, w2), args.seconds)
                 layer_us, op_us = results["native (layer)"], results["native (op)"]
                 print(
                     f"{'':>16}1-token split: layer {layer_us:.1f} = module+dispatch {layer_us - direct:.1f}"
