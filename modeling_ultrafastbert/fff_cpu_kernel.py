@@ -349,7 +349,7 @@ at::Tensor fff_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::
 
   // chunks small enough that a chunk's x and y rows stay in L2, and at least one chunk per thread
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(64, (T + threads - 1) / threads));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, (T + threads - 1) / threads));
   const int64_t chunks = (T + chunk - 1) / chunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
