@@ -45,7 +45,8 @@ def test_base_model_outputs_and_attention_implementations():
     torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(3, config.num_attention_heads, 17))
     assert model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(sdpa.last_hidden_state, out.last_hidden_state, rtol=1e-5, atol=1e-5)
-    tuple_out = model(ids, attention_mask=mask, return_dict=False)
+    with torch.no_grad():
+        tuple_out = model(ids, attention_mask=mask, return_dict=False)
     assert isinstance(tuple_out, tuple) and torch.equal(tuple_out[0], sdpa.last_hidden_state)
 
 
