@@ -132,6 +132,15 @@ def test_random_shapes_match_torch_paths(kernel, trees, depth, hidden, tokens, l
     torch.testing.assert_close(native[safe], masked[safe], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zero_tokens(kernel, dtype):
+    layer = _layer(20, 3, 2, dtype=dtype)
+    with torch.no_grad():
+        out = kernel.fff_forward(torch.empty(0, 20, dtype=dtype), layer.in_weight, layer.in_bias, layer.out_weight)
+        assert out.shape == (0, 20) and out.dtype == dtype
+        assert layer(torch.empty(3, 0, 20, dtype=dtype)).shape == (3, 0, 20)
+
+
 @pytest.mark.parametrize("num_threads", [1, 2])
 def test_one_and_many_threads_agree(kernel, threads, num_threads):
     layer = _layer(96, 7, 3)
