@@ -137,25 +137,31 @@ def fff_conditional(
     if it is missing; "auto" uses the native kernel when available and otherwise falls back to the pure-PyTorch walk
     with a one-time warning (never to the dense path).
     """
-    if kernel not in FFF_KERNELS:
+    # kept lean: at one token the kernel takes a few microseconds, so every Python step here shows
+    if kernel == "torch":
+        return fff_conditional_torch(x, in_weight, in_bias, out_weight)
+    if kernel != "auto" and kernel != "native":
         raise ValueError(f"fff_kernel must be one of {FFF_KERNELS}, got {kernel!r}")
-    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, in_weight, in_bias, out_weight))
-    if kernel == "torch" or (wants_grad and kernel == "auto"):
+    wants_grad = torch.is_grad_enabled() and (
+        x.requires_grad or in_weight.requires_grad or in_bias.requires_grad or out_weight.requires_grad
+    )
+    if wants_grad and kernel == "auto":
         # the native kernels are forward-only; the gather walk is differentiable, so eval-mode autograd still works
         return fff_conditional_torch(x, in_weight, in_bias, out_weight)
-    available, reason = native_kernel_status(x.device.type)
-    if available and wants_grad:
-        raise RuntimeError(
-            "fff_kernel='native' is forward-only; run under torch.no_grad()/inference_mode, or use fff_kernel='auto'."
-        )
+    device_type = x.device.type
+    available, reason = native_kernel_status(device_type)
     if available:
-        forward = cpu_fff_forward if x.device.type == "cpu" else triton_fff_forward
+        if wants_grad:
+            raise RuntimeError(
+                "fff_kernel='native' is forward-only; run under torch.no_grad()/inference_mode, or use fff_kernel='auto'."
+            )
+        forward = cpu_fff_forward if device_type == "cpu" else triton_fff_forward
         return forward(x, in_weight, in_bias, out_weight)
     if kernel == "native":
-        raise RuntimeError(f"fff_kernel='native' was requested on {x.device.type}, but {reason}.")
+        raise RuntimeError(f"fff_kernel='native' was requested on {device_type}, but {reason}.")
     _warn_once(
-        x.device.type,
-        f"UltraFastBERT: no native FFF kernel on {x.device.type} ({reason}); "
+        device_type,
+        f"UltraFastBERT: no native FFF kernel on {device_type} ({reason}); "
         "using the pure-PyTorch conditional path (still conditional, but slower).",
     )
     return fff_conditional_torch(x, in_weight, in_bias, out_weight)
@@ -210,13 +216,16 @@ class FastFeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"FastFeedForward expects inputs with last dimension {self.hidden_size}, got {tuple(x.shape)}")
-        self._check_modes()
-        flat = x.reshape(-1, self.hidden_size)
+        if self.inference not in FFF_INFERENCE_MODES:
+            self._check_modes()  # raises, naming the bad value
+        if x.dim() == 2:  # the common (tokens, hidden) case skips the reshape round trip
+            return self._forward_2d(x)
+        return self._forward_2d(x.reshape(-1, self.hidden_size)).view(x.shape)
+
+    def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or self.inference == "dense":
-            out = fff_masked(flat, self.in_weight, self.in_bias, self.out_weight)
-        else:
-            out = fff_conditional(flat, self.in_weight, self.in_bias, self.out_weight, self.kernel)
-        return out.view(x.shape)
+            return fff_masked(x, self.in_weight, self.in_bias, self.out_weight)
+        return fff_conditional(x, self.in_weight, self.in_bias, self.out_weight, self.kernel)
 
     @torch.no_grad()
     def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,8 +14,10 @@ The compiled library registers the torch operator ``ultrafastbert::fff_forward_c
 (with a fake implementation registered here) so ``torch.compile`` / ``torch.export`` see one opaque op. Weights are
 repacked once into a node-major layout ``[in_row | out_row]`` (one contiguous 2*H run per node) and cached inside the
 library, keyed on the parameters' identity, storage and version counter, so in-place updates or ``.to()`` invalidate
-it. Tokens are processed in chunks, level by level; within a chunk, tokens are kept sorted by their current node so a
-shared node row (the top levels) is read once and stays in L1, and the next distinct row is prefetched.
+it. Tokens are processed in chunks spread over torch's threads (``at::parallel_for``). Within a chunk the logits are
+computed level by level with the tokens kept sorted by their current node, so a row shared by a group of tokens (the
+top levels) is loaded once for the whole group, and unshared rows are read by 8 interleaved dot products; then each
+token's output is accumulated over its visited nodes in registers and written once. fp32 accumulation throughout.
 """
 
 import hashlib
@@ -349,7 +351,7 @@ at::Tensor fff_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::
 
   // chunks small enough that a chunk's x and y rows stay in L2, and at least one chunk per thread
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(64, (T + threads - 1) / threads));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, (T + threads - 1) / threads));
   const int64_t chunks = (T + chunk - 1) / chunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
