@@ -47,6 +47,9 @@ def test_base_model_outputs_and_attention_implementations():
     torch.testing.assert_close(sdpa.last_hidden_state, out.last_hidden_state, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         tuple_out = model(ids, attention_mask=mask, return_dict=False)
+        # an all-ones mask is dropped (so sdpa may use flash attention) and changes nothing
+        torch.testing.assert_close(model(ids, attention_mask=torch.ones_like(ids)).last_hidden_state,
+                                   model(ids).last_hidden_state)
     assert isinstance(tuple_out, tuple) and torch.equal(tuple_out[0], sdpa.last_hidden_state)
 
 
