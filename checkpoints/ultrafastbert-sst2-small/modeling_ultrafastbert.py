@@ -41,6 +41,13 @@ def _is_compiling() -> bool:
     return hasattr(torch, "compiler") and torch.compiler.is_compiling()
 
 
+def _may_sync(tensor: torch.Tensor) -> bool:
+    """Whether reading a value back to the host is allowed (not while compiling or capturing a CUDA graph)."""
+    if _is_compiling():
+        return False
+    return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 class UltraFastBertScaledSinusoidalPositions(nn.Module):
     """Fixed sinusoids times one learned scalar (crammedBERT's "scaled-sinusoidal", after the FLASH paper)."""
 
@@ -239,8 +246,8 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must have shape (batch, sequence), got {tuple(input_ids.shape)}")
             batch, seq_length = input_ids.shape
-            if not _is_compiling() and input_ids.numel() > 0:
-                low, high = int(input_ids.min()), int(input_ids.max())
+            if _may_sync(input_ids) and input_ids.numel() > 0:
+                low, high = torch.stack([input_ids.min(), input_ids.max()]).tolist()  # one host sync, not two
                 if low < 0 or high >= self.config.vocab_size:
                     raise ValueError(
                         f"input_ids contain ids outside the vocabulary [0, {self.config.vocab_size}): "
@@ -269,6 +276,8 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
         """(batch, 1, 1, keys) additive bias: 0 for real tokens, the dtype's minimum for padding."""
         if attention_mask is None:
             return None
+        if _may_sync(attention_mask) and bool(attention_mask.all()):
+            return None  # no padding: without a mask sdpa may pick its fastest (flash) kernel
         keep = attention_mask.to(torch.bool)[:, None, None, :]
         return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
