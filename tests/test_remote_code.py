@@ -75,3 +75,17 @@ def test_remote_code_round_trip_in_a_clean_environment(tmp_path):
     assert "UltraFastBertForTokenClassification" in output
     assert "UltraFastBertForQuestionAnswering" in output
     assert "UltraFastBertForMaskedLM tied" in output
+
+
+def test_embedded_checkpoint_carries_the_current_code():
+    """The shipped checkpoint's remote-code files are the package's (refresh: examples/refresh_checkpoint_code.py)."""
+    from conftest import REPO_ROOT
+
+    checkpoint = REPO_ROOT / "checkpoints" / "ultrafastbert-sst2-small"
+    shipped = sorted(path.name for path in checkpoint.glob("*.py"))
+    assert shipped, "the embedded checkpoint has no remote-code files"
+    for name in shipped:
+        assert (checkpoint / name).read_text() == (REPO_ROOT / "modeling_ultrafastbert" / name).read_text(), (
+            f"{name} in the checkpoint is stale: run python examples/refresh_checkpoint_code.py {checkpoint} --card"
+        )
+    assert {"modeling_ultrafastbert.py", "fast_feedforward.py", "fff_cpu_kernel.py"} <= set(shipped)
