@@ -315,11 +315,10 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
             # as in GPT-2: the last entry is the final (normalised) state, equal to last_hidden_state
             all_hidden_states = all_hidden_states + (hidden_states,)
 
-        if not return_dict:
-            return tuple(v for v in (hidden_states, all_hidden_states, all_attentions) if v is not None)
-        return BaseModelOutput(
+        output = BaseModelOutput(
             last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
@@ -360,10 +359,8 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
         loss = None
         if labels is not None:
             loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
-        if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss,) + output) if loss is not None else output
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+        return output if return_dict else output.to_tuple()
 
 
 class UltraFastBertPooler(nn.Module):
@@ -435,12 +432,10 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
             else:
                 loss = BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
 
-        if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss,) + output) if loss is not None else output
-        return SequenceClassifierOutput(
+        output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
@@ -474,12 +469,10 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
         loss = None
         if labels is not None:
             loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
-        if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss,) + output) if loss is not None else output
-        return TokenClassifierOutput(
+        output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
 
 
 class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
@@ -519,18 +512,14 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
             loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
             loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
 
-        if not return_dict:
-            output = (start_logits, end_logits) + tuple(
-                v for v in (outputs.hidden_states, outputs.attentions) if v is not None
-            )
-            return ((loss,) + output) if loss is not None else output
-        return QuestionAnsweringModelOutput(
+        output = QuestionAnsweringModelOutput(
             loss=loss,
             start_logits=start_logits,
             end_logits=end_logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
