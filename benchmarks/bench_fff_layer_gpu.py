@@ -2,12 +2,12 @@
 
 Layer level (hidden 768, one tree of depth 11 = 4095 neurons, 12 visited per token), tokens in {128, 4096, 16384,
 65536}: dense FF-3072 (Linear-GELU-Linear, cuBLAS, same dtype), our masked path (fff_masked), the pure-PyTorch
-conditional walk (fff_conditional_torch) and the Triton kernel (auto, plus each strategy). Model level: the full
+conditional walk (fff_conditional_torch) and the Triton kernels (auto, plus each of the three strategies). Model level: the full
 1x11 UltraFastBERT (16 layers) for sequence classification at 32x128 tokens vs transformers' BertForSequenceClassification
 of the same shape with a 3072 FF (sdpa). Medians from triton.testing.do_bench (CUDA events), inputs rotated among 4
 buffers so that repeated calls do not just hit L2. Correctness is checked before timing.
 
-    python3 benchmarks/bench_fff_layer_gpu.py [--dtype bf16] [--tokens 128 4096 16384 65536] [--skip-model]
+    python3 benchmarks/bench_fff_layer_gpu.py [--dtype bf16] [--tokens 128 4096 16384 65536] [--skip-model] [--sweep 4096]
 """
 
 import argparse
@@ -48,28 +48,32 @@ def graph_us(fn):
         return float("nan")
 
 
-def sweep_grouped(tokens_list, dtype, in_w, in_b, out_w, hidden=768):
-    """Tile shapes of the grouped strategy (GPU time via graph replay, and host-launched median)."""
-    configs = [(64, 64, 64, 4, 3), (64, 64, 64, 8, 3), (128, 64, 64, 8, 3), (64, 64, 128, 4, 2), (32, 64, 64, 4, 3),
-               (128, 64, 128, 8, 2)]
-    saved = dict(tk.GROUPED_CONFIG)
-    print("\n== grouped strategy tile sweep (bt, bk, bn, warps, stages): host-launched median / graph-replay us")
+def sweep(tokens_list, dtype, in_w, in_b, out_w, hidden=768):
+    """Tuning knobs of the phased and grouped strategies (host-launched median / graph-replay us)."""
+    grouped = [dict(), dict(split=2), dict(split=3), dict(top_bt=32), dict(top_bt=32, split=2), dict(warps=8),
+               dict(bt=128, warps=8)]
+    phased = [dict(levels_small=2, levels=2), dict(levels_small=3, levels=3), dict(levels_small=4, levels=4),
+              dict(warps=2)]
+    print("\n== tuning sweep: host-launched median / graph-replay us (changes from the defaults "
+          f"phased {tk.PHASED_CONFIG}, grouped {tk.GROUPED_CONFIG})")
     for tokens in tokens_list:
         xs = [torch.randn(tokens, hidden, device="cuda", dtype=dtype) for _ in range(4)]
         line = []
-        for bt, bk, bn, warps, stages in configs:
-            tk.GROUPED_CONFIG.update(bt=bt, bk=bk, bn=bn, warps=warps, stages=stages)
-            fn = lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="grouped")  # noqa: E731
-            try:
-                line.append(f"{(bt, bk, bn, warps, stages)}: {median_us(fn, 4):.1f} / {graph_us(fn):.1f}")
-            except Exception as error:  # e.g. out of shared memory for a large tile
-                line.append(f"{(bt, bk, bn, warps, stages)}: failed ({type(error).__name__})")
-        print(f"tokens={tokens}: " + " | ".join(line))
-    tk.GROUPED_CONFIG.clear()
-    tk.GROUPED_CONFIG.update(saved)
+        for strategy, table, configs in (("phased", tk.PHASED_CONFIG, phased), ("grouped", tk.GROUPED_CONFIG, grouped)):
+            saved = dict(table)
+            for change in configs:
+                table.update(change)
+                fn = lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy=strategy)  # noqa: E731
+                try:
+                    line.append(f"{strategy} {change or 'default'}: {median_us(fn, 4):.1f} / {graph_us(fn):.1f}")
+                except Exception as error:  # e.g. out of shared memory for a large tile
+                    line.append(f"{strategy} {change}: failed ({type(error).__name__})")
+                table.clear()
+                table.update(saved)
+        print(f"tokens={tokens}:\n  " + "\n  ".join(line))
 
 
-def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rotate=4):
+def layer_bench(tokens_list, dtype, sweep_tokens=(), hidden=768, depth=11, dense_width=3072, rotate=4):
     dev = "cuda"
     nodes = 2 ** (depth + 1) - 1
     in_w = (torch.randn(1, nodes, hidden, device=dev) / math.sqrt(hidden)).to(dtype)
@@ -88,7 +92,7 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
             _, logits = fff_paths_torch(x.float(), in_w.float(), in_b.float())
             keep = logits.abs().amin(dim=(1, 2)) > (1e-4 if dtype == torch.float32 else 0.02)
             errs = {}
-            for strategy in ("walk", "grouped"):
+            for strategy in ("walk", "phased", "grouped"):
                 y = tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy)
                 errs[strategy] = ((y[keep].float() - ref[keep]).norm() / ref[keep].norm()).item()
         contenders = {
@@ -96,6 +100,7 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
             "fff_masked": lambda i: fff_masked(xs[i], in_w, in_b, out_w),
             "fff_conditional_torch": lambda i: fff_conditional_torch(xs[i], in_w, in_b, out_w),
             "triton walk": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="walk"),
+            "triton phased": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="phased"),
             "triton grouped": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy="grouped"),
             "triton auto (dispatch)": lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w),
         }
@@ -107,10 +112,11 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
                     continue
                 times[name] = median_us(fn, rotate)
         graph_times = {name: graph_us(contenders[name]) for name in
-                       ("dense FF-3072 (cuBLAS)", "triton walk", "triton grouped")}
+                       ("dense FF-3072 (cuBLAS)", "triton walk", "triton phased", "triton grouped",
+                        "triton auto (dispatch)")}
         base = times["dense FF-3072 (cuBLAS)"]
         print(f"\n== tokens={tokens} dtype={dtype} (stable tokens {keep.float().mean().item():.3f}; rel. err vs fp32 "
-              f"walk: walk {errs['walk']:.2e}, grouped {errs['grouped']:.2e})")
+              "walk: " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()) + ")")
         print(f"{'implementation':28s} {'median us':>11s} {'speedup vs dense':>17s}")
         for name, t in times.items():
             print(f"{name:28s} {t:11.1f} {base / t:16.2f}x")
@@ -126,8 +132,8 @@ def layer_bench(tokens_list, dtype, hidden=768, depth=11, dense_width=3072, rota
         print(f"floor: {floor_bytes / 1e6:.1f} MB -> {floor_bytes / 3.0e12 * 1e6:.1f} us at 3.0 TB/s; "
               f"FFF {flops / 1e9:.2f} GFLOP (dense {dense_flops / 1e9:.1f} GFLOP, {dense_flops / base / 1e6:.0f} "
               f"TFLOP/s achieved)")
-    if dtype != torch.float32:
-        sweep_grouped([16384, 65536], dtype, in_w, in_b, out_w, hidden)
+    if dtype != torch.float32 and sweep_tokens:
+        sweep(sweep_tokens, dtype, in_w, in_b, out_w, hidden)
     return rows
 
 
@@ -195,6 +201,7 @@ def main():
     parser.add_argument("--tokens", type=int, nargs="+", default=[128, 4096, 16384, 65536])
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-layer", action="store_true")
+    parser.add_argument("--sweep", type=int, nargs="*", default=[], help="token counts for the tuning sweep")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
@@ -203,7 +210,7 @@ def main():
     print(f"GPU: {props.name}, {props.multi_processor_count} SMs | torch {torch.__version__} (CUDA {torch.version.cuda}) "
           f"| triton {triton.__version__} | python {platform.python_version()}")
     if not args.skip_layer:
-        layer_bench(args.tokens, DTYPES[args.dtype])
+        layer_bench(args.tokens, DTYPES[args.dtype], args.sweep)
     if not args.skip_model:
         model_bench(DTYPES[args.dtype])
 

@@ -231,15 +231,9 @@ def convert_state_dict(original: dict[str, torch.Tensor], config: UltraFastBertC
         for ours, theirs in (("attention_norm", "norm1"), ("feedforward_norm", "norm2")):
             out[f"{dst}{ours}.weight"] = take(f"{src}{theirs}.weight", (H,))
             out[f"{dst}{ours}.bias"] = take(f"{src}{theirs}.bias", (H,))
-        qkv = take(f"{src}attn.self_attention.query_key_value.weight", (3 * H, H))
-        if qkv is not None:
-            # NeoX layout: the rows of each head hold its q, k and v blocks one after another
-            qkv = qkv.view(heads, 3, head_dim, H)
-            for j, name in enumerate(("query", "key", "value")):
-                out[f"{dst}attention.{name}.weight"] = qkv[:, j].reshape(H, H).clone()
-        else:
-            for name in ("query", "key", "value"):
-                out[f"{dst}attention.{name}.weight"] = None
+        # same layout as ours (the rows of each head hold its q, k and v blocks one after another): a plain copy
+        out[f"{dst}attention.query_key_value.weight"] = take(f"{src}attn.self_attention.query_key_value.weight",
+                                                             (3 * H, H))
         norm_factor_key = f"{src}attn.self_attention.norm_factor"
         if norm_factor_key in remaining:
             # the original's attention scale, a buffer; ours is fixed at 1/sqrt(head_dim), so they must agree

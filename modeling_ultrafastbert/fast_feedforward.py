@@ -130,8 +130,10 @@ def fff_conditional(
     in_bias: torch.Tensor,
     out_weight: torch.Tensor,
     kernel: str = "auto",
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The single dispatch point for conditional FFF inference. ``x`` is (T, H); returns (T, H).
+    """The single dispatch point for conditional FFF inference. ``x`` is (T, H); returns (T, H), plus ``residual``
+    (T, H) when given (the CUDA kernel adds it while writing its output).
 
     ``kernel``: "torch" runs the pure-PyTorch walk; "native" requires the compiled kernel for ``x.device`` and raises
     if it is missing; "auto" uses the native kernel when available and otherwise falls back to the pure-PyTorch walk
@@ -139,7 +141,7 @@ def fff_conditional(
     """
     # kept lean: at one token the kernel takes a few microseconds, so every Python step here shows
     if kernel == "torch":
-        return fff_conditional_torch(x, in_weight, in_bias, out_weight)
+        return _plus(fff_conditional_torch(x, in_weight, in_bias, out_weight), residual)
     if kernel != "auto" and kernel != "native":
         raise ValueError(f"fff_kernel must be one of {FFF_KERNELS}, got {kernel!r}")
     wants_grad = torch.is_grad_enabled() and (
@@ -147,7 +149,7 @@ def fff_conditional(
     )
     if wants_grad and kernel == "auto":
         # the native kernels are forward-only; the gather walk is differentiable, so eval-mode autograd still works
-        return fff_conditional_torch(x, in_weight, in_bias, out_weight)
+        return _plus(fff_conditional_torch(x, in_weight, in_bias, out_weight), residual)
     device_type = x.device.type
     available, reason = native_kernel_status(device_type)
     if available:
@@ -155,8 +157,9 @@ def fff_conditional(
             raise RuntimeError(
                 "fff_kernel='native' is forward-only; run under torch.no_grad()/inference_mode, or use fff_kernel='auto'."
             )
-        forward = cpu_fff_forward if device_type == "cpu" else triton_fff_forward
-        return forward(x, in_weight, in_bias, out_weight)
+        if device_type == "cpu":
+            return _plus(cpu_fff_forward(x, in_weight, in_bias, out_weight), residual)
+        return triton_fff_forward(x, in_weight, in_bias, out_weight, residual=residual)
     if kernel == "native":
         raise RuntimeError(f"fff_kernel='native' was requested on {device_type}, but {reason}.")
     _warn_once(
@@ -164,7 +167,11 @@ def fff_conditional(
         f"UltraFastBERT: no native FFF kernel on {device_type} ({reason}); "
         "using the pure-PyTorch conditional path (still conditional, but slower).",
     )
-    return fff_conditional_torch(x, in_weight, in_bias, out_weight)
+    return _plus(fff_conditional_torch(x, in_weight, in_bias, out_weight), residual)
+
+
+def _plus(y: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    return y if residual is None else residual + y
 
 
 class FastFeedForward(nn.Module):
@@ -213,19 +220,24 @@ class FastFeedForward(nn.Module):
     def extra_repr(self) -> str:
         return f"hidden_size={self.hidden_size}, depth={self.depth}, trees={self.trees}, nodes_per_tree={self.num_nodes}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """FFF(x), or ``residual + FFF(x)`` when ``residual`` (shaped like ``x``) is given: the GPU kernel adds it
+        while writing its output, which saves the block's separate skip-connection pass."""
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"FastFeedForward expects inputs with last dimension {self.hidden_size}, got {tuple(x.shape)}")
+        if residual is not None and residual.shape != x.shape:
+            raise ValueError(f"residual has shape {tuple(residual.shape)} but the input has {tuple(x.shape)}")
         if self.inference not in FFF_INFERENCE_MODES:
             self._check_modes()  # raises, naming the bad value
         if x.dim() == 2:  # the common (tokens, hidden) case skips the reshape round trip
-            return self._forward_2d(x)
-        return self._forward_2d(x.reshape(-1, self.hidden_size)).view(x.shape)
+            return self._forward_2d(x, residual)
+        residual_2d = None if residual is None else residual.reshape(-1, self.hidden_size)
+        return self._forward_2d(x.reshape(-1, self.hidden_size), residual_2d).view(x.shape)
 
-    def _forward_2d(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_2d(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if self.training or self.inference == "dense":
-            return fff_masked(x, self.in_weight, self.in_bias, self.out_weight)
-        return fff_conditional(x, self.in_weight, self.in_bias, self.out_weight, self.kernel)
+            return _plus(fff_masked(x, self.in_weight, self.in_bias, self.out_weight), residual)
+        return fff_conditional(x, self.in_weight, self.in_bias, self.out_weight, self.kernel, residual)
 
     @torch.no_grad()
     def paths(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

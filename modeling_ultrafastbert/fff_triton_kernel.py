@@ -34,7 +34,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 GROUPED_MAX_DEPTH = 11  # 2 * 6 levels: node tiles of <= 64 rows; deeper trees use the walk kernel
-GROUPED_MIN_TOKENS = 1024  # below this the extra launches of the grouped path cost more than they save
+GROUPED_MIN_TOKENS = 3072  # below this the phased kernel is faster (H100, hidden 768, depth 11)
 
 
 def is_available() -> tuple[bool, str]:
@@ -54,8 +54,8 @@ if triton is not None:
 
     @triton.jit
     def _walk_kernel(
-        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, y_ptr, T, H, K, N,
-        LEVELS: tl.constexpr, PATH: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr,
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, y_ptr, res_ptr, stride_rt, stride_rh, T, H, K, N,
+        LEVELS: tl.constexpr, PATH: tl.constexpr, BT: tl.constexpr, BH: tl.constexpr, RESIDUAL: tl.constexpr,
     ):
         pid = tl.program_id(0)
         offs_t = pid * BT + tl.arange(0, BT)
@@ -85,6 +85,9 @@ if triton is not None:
             hh = h0 + tl.arange(0, BH)
             m = tmask[:, None] & (hh < H)[None, :]
             acc = tl.zeros((BT, BH), dtype=tl.float32)
+            if RESIDUAL:
+                acc += tl.load(res_ptr + offs_t.to(tl.int64)[:, None] * stride_rt + hh[None, :].to(tl.int64) * stride_rh,
+                               mask=m, other=0.0).to(tl.float32)
             for c in range(0, K * LEVELS):
                 pick = (cols == c)[None, :]
                 a = tl.sum(tl.where(pick, acts, 0.0), axis=1)
@@ -92,6 +95,54 @@ if triton is not None:
                 wv = tl.load(wout_ptr + row[:, None] * H + hh[None, :], mask=m, other=0.0)
                 acc += a[:, None] * wv.to(tl.float32)
             tl.store(y_ptr + offs_t.to(tl.int64)[:, None] * H + hh[None, :], acc.to(y_ptr.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _phased_kernel(
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, y_ptr, res_ptr, stride_rt, stride_rh, K, N, H,
+        LEVELS: tl.constexpr, P: tl.constexpr, NP: tl.constexpr, LP: tl.constexpr, BH: tl.constexpr,
+        RESIDUAL: tl.constexpr,
+    ):
+        # One token per program. The levels are taken P at a time: the 2**P - 1 node rows of the subtree the token
+        # is in are loaded together and their logits computed at once, so a tree costs ceil((D+1)/P) dependent
+        # memory round trips instead of D+1. Only the visited nodes' output rows are loaded.
+        t = tl.program_id(0).to(tl.int64)
+        hh = tl.arange(0, BH)
+        hmask = hh < H
+        x = tl.load(x_ptr + t * stride_xt + hh.to(tl.int64) * stride_xh, mask=hmask, other=0.0).to(tl.float32)
+        col = tl.arange(0, NP)  # heap index inside the phase's subtree
+        local_depth = tl.zeros((NP,), dtype=tl.int64)
+        for i in tl.static_range(1, P):
+            local_depth += (col + 1 >= 2**i).to(tl.int64)
+        step = tl.arange(0, LP)
+        y = tl.zeros((BH,), dtype=tl.float32)
+        if RESIDUAL:  # the block's skip connection, added while the output is written anyway
+            y += tl.load(res_ptr + t * stride_rt + hh.to(tl.int64) * stride_rh, mask=hmask, other=0.0).to(tl.float32)
+        for k in range(0, K):
+            root = tl.zeros((), dtype=tl.int64)  # heap index (within the tree) of the phase's subtree root
+            for phase in tl.static_range(0, LEVELS, P):
+                valid = (col < 2**P - 1) & (local_depth < LEVELS - phase)  # the last phase may be shorter
+                row = k * N + (root << local_depth) + col  # node r * 2**m + j: local node j at local depth m
+                w_in = tl.load(win_ptr + row[:, None] * H + hh[None, :], mask=valid[:, None] & hmask[None, :],
+                               other=0.0)
+                z = tl.sum(w_in.to(tl.float32) * x[None, :], axis=1)
+                z += tl.load(bin_ptr + row, mask=valid, other=0.0).to(tl.float32)
+                # walk the phase's levels in registers, noting each visited node's row and activation
+                local = tl.zeros((), dtype=tl.int64)
+                path_row = tl.zeros((LP,), dtype=tl.int64)
+                path_act = tl.zeros((LP,), dtype=tl.float32)
+                for level in tl.static_range(P):
+                    if phase + level < LEVELS:
+                        zn = tl.sum(tl.where(col == local, z, 0.0), axis=0)
+                        path_row = tl.where(step == level, k * N + root, path_row)
+                        path_act = tl.where(step == level, _gelu(zn), path_act)
+                        right = (zn > 0).to(tl.int64)
+                        local = 2 * local + 1 + right
+                        root = 2 * root + 1 + right  # now the global heap index of the next node
+                w_out = tl.load(wout_ptr + path_row[:, None] * H + hh[None, :],
+                                mask=(step < LEVELS - phase)[:, None] & (step < P)[:, None] & hmask[None, :],
+                                other=0.0)
+                y += tl.sum(path_act[:, None] * w_out.to(tl.float32), axis=0)
+        tl.store(y_ptr + t * H + hh, y.to(y_ptr.dtype.element_ty), mask=hmask)
 
     @triton.jit
     def _subtree_walk(logits, col, LEVELS: tl.constexpr, BT: tl.constexpr, NP: tl.constexpr):
@@ -138,12 +189,16 @@ if triton is not None:
 
     @triton.jit
     def _bottom_kernel(
-        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, act_ptr, bucket_ptr, count_ptr, y_ptr, T, H,
+        x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, wout_ptr, act_ptr, bucket_ptr, count_ptr, y_ptr,
+        res_ptr, stride_rt, stride_rh, T, H,
         TOP_LEVELS: tl.constexpr, LEVELS: tl.constexpr, NP_TOP: tl.constexpr, NP: tl.constexpr,
         G: tl.constexpr, GP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
-        IEEE: tl.constexpr,
+        SPLIT: tl.constexpr, IEEE: tl.constexpr, RESIDUAL: tl.constexpr,
     ):
-        pid = tl.program_id(0)
+        # SPLIT programs share a tile, each writing every SPLIT-th block of output columns: more programs in
+        # flight when there are few tiles, at the price of recomputing the tile's logits
+        part = tl.program_id(0) % SPLIT
+        pid = tl.program_id(0) // SPLIT
         # find this program's (subtree, tile) from the bucket sizes; the grid is an upper bound on the tile count
         gidx = tl.arange(0, GP)
         counts = tl.load(count_ptr + gidx, mask=gidx < G, other=0)
@@ -187,7 +242,7 @@ if triton is not None:
             tcol = tl.arange(0, NP_TOP)
             tcmask = tcol < (2**TOP_LEVELS - 1)
             act_top = tl.load(act_ptr + tok[:, None] * NP_TOP + tcol[None, :], mask=tmask[:, None], other=0.0)
-            for n0 in range(0, H, BN):
+            for n0 in range(part * BN, H, SPLIT * BN):
                 nn = n0 + tl.arange(0, BN)
                 nmask = nn < H
                 w_bot = tl.load(wout_ptr + grow[:, None] * H + nn[None, :], mask=cmask[:, None] & nmask[None, :],
@@ -200,11 +255,14 @@ if triton is not None:
                 else:
                     out = tl.dot(act, w_bot)
                     out = tl.dot(act_top, w_top, out)
+                if RESIDUAL:
+                    out += tl.load(res_ptr + tok[:, None] * stride_rt + nn[None, :].to(tl.int64) * stride_rh,
+                                   mask=tmask[:, None] & nmask[None, :], other=0.0).to(tl.float32)
                 tl.store(y_ptr + tok[:, None] * H + nn[None, :], out.to(y_ptr.dtype.element_ty),
                          mask=tmask[:, None] & nmask[None, :])
 
 
-def _check_inputs(x, in_weight, in_bias, out_weight):
+def _check_inputs(x, in_weight, in_bias, out_weight, residual):
     if triton is None:
         raise RuntimeError(f"Triton is not installed ({_TRITON_IMPORT_ERROR})")
     if x.dim() != 2:
@@ -220,7 +278,12 @@ def _check_inputs(x, in_weight, in_bias, out_weight):
     depth = int(math.log2(nodes + 1)) - 1
     if 2 ** (depth + 1) - 1 != nodes:
         raise ValueError(f"nodes per tree must be 2**(depth+1) - 1, got {nodes}")
-    for name, t in (("x", x), ("in_weight", in_weight), ("in_bias", in_bias), ("out_weight", out_weight)):
+    tensors = [("x", x), ("in_weight", in_weight), ("in_bias", in_bias), ("out_weight", out_weight)]
+    if residual is not None:
+        if residual.shape != x.shape:
+            raise ValueError(f"residual has shape {tuple(residual.shape)} but x has {tuple(x.shape)}")
+        tensors.append(("residual", residual))
+    for name, t in tensors:
         if t.device.type != "cuda":
             raise ValueError(f"the Triton FFF kernel needs CUDA tensors; {name} is on {t.device}")
         if t.device != x.device:
@@ -232,7 +295,14 @@ def _check_inputs(x, in_weight, in_bias, out_weight):
     return trees, nodes, hidden, depth
 
 
-def _forward_walk(x, in_weight, in_bias, out_weight, depth, y):
+def _residual_args(residual, y):
+    # without a residual the kernels never read the pointer; y stands in for it
+    if residual is None:
+        return y, 0, 0
+    return residual, residual.stride(0), residual.stride(1)
+
+
+def _forward_walk(x, in_weight, in_bias, out_weight, depth, y, residual):
     tokens, hidden = x.shape
     trees, nodes, _ = in_weight.shape
     levels = depth + 1
@@ -240,16 +310,38 @@ def _forward_walk(x, in_weight, in_bias, out_weight, depth, y):
     block_h = min(triton.next_power_of_2(hidden), 1024)
     path = triton.next_power_of_2(trees * levels)
     _walk_kernel[(triton.cdiv(tokens, block_t),)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, tokens, hidden, trees, nodes,
-        LEVELS=levels, PATH=path, BT=block_t, BH=block_h, num_warps=4,
+        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, *_residual_args(residual, y),
+        tokens, hidden, trees, nodes,
+        LEVELS=levels, PATH=path, BT=block_t, BH=block_h, RESIDUAL=residual is not None, num_warps=4,
     )
     return y
 
 
-GROUPED_CONFIG = {"bt": 64, "bk": 64, "bn": 64, "warps": 4, "stages": 3}  # 16-bit inputs; fp32 uses smaller tiles
+# levels per phase (a phase loads the 2**levels - 1 rows of a subtree at once), by token count; measured on an H100
+PHASED_CONFIG = {"small_tokens": 512, "levels_small": 3, "levels": 2, "warps": 4}
+PHASED_MAX_HIDDEN = 2048  # a program holds whole rows in registers; wider models use the walk kernel
 
 
-def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y):
+def _forward_phased(x, in_weight, in_bias, out_weight, depth, y, residual):
+    tokens, hidden = x.shape
+    trees, nodes, _ = in_weight.shape
+    cfg = PHASED_CONFIG
+    per_phase = cfg["levels_small"] if tokens <= cfg["small_tokens"] else cfg["levels"]
+    per_phase = max(1, min(per_phase, depth + 1))
+    _phased_kernel[(tokens,)](
+        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, *_residual_args(residual, y),
+        trees, nodes, hidden,
+        LEVELS=depth + 1, P=per_phase, NP=max(2, 2**per_phase), LP=max(2, triton.next_power_of_2(per_phase)),
+        BH=triton.next_power_of_2(hidden), RESIDUAL=residual is not None, num_warps=cfg["warps"],
+    )
+    return y
+
+
+# tiles for 16-bit inputs (fp32 uses smaller ones); top_bt: tokens per program of the first kernel
+GROUPED_CONFIG = {"bt": 64, "bk": 64, "bn": 64, "warps": 4, "stages": 3, "split": 1, "top_bt": 64}
+
+
+def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y, residual):
     tokens, hidden = x.shape
     top_levels = (depth + 2) // 2
     bottom_levels = depth + 1 - top_levels
@@ -258,48 +350,63 @@ def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y):
     buckets = 2**top_levels
     ieee = x.dtype == torch.float32
     cfg = GROUPED_CONFIG
-    block_t, block_k, block_n = (32, 32, 64) if ieee else (cfg["bt"], cfg["bk"], cfg["bn"])
+    block_t, block_k, block_n = (32, 32, 64) if ieee else (cfg["bt"], cfg["bk"], cfg["bn"])  # fp32: smaller tiles
     warps, stages = (4, 2) if ieee else (cfg["warps"], cfg["stages"])
     act = torch.empty(tokens, np_top, dtype=x.dtype, device=x.device)
     # bucket g holds the ids of the tokens that enter subtree g (capacity `tokens` each: no prefix sum, no scatter)
     bucket = torch.empty(buckets, tokens, dtype=torch.int32, device=x.device)
     counts = torch.zeros(buckets, dtype=torch.int32, device=x.device)
-    _top_kernel[(triton.cdiv(tokens, block_t),)](
+    top_t = block_t if ieee else cfg["top_bt"]
+    _top_kernel[(triton.cdiv(tokens, top_t),)](
         x, x.stride(0), x.stride(1), in_weight, in_bias, act, bucket, counts, tokens, hidden,
-        LEVELS=top_levels, NP=np_top, BT=block_t, BK=block_k, IEEE=ieee, num_warps=warps, num_stages=stages,
+        LEVELS=top_levels, NP=np_top, BT=top_t, BK=block_k, IEEE=ieee, num_warps=warps, num_stages=stages,
     )
     # sum over buckets of ceil(count / BT) <= ceil(tokens / BT) + buckets; surplus programs exit at once
-    _bottom_kernel[(triton.cdiv(tokens, block_t) + buckets,)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, act, bucket, counts, y, tokens, hidden,
+    _bottom_kernel[((triton.cdiv(tokens, block_t) + buckets) * cfg["split"],)](
+        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, act, bucket, counts, y,
+        *_residual_args(residual, y), tokens, hidden,
         TOP_LEVELS=top_levels, LEVELS=bottom_levels, NP_TOP=np_top, NP=np_bottom, G=buckets,
-        GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, IEEE=ieee,
-        num_warps=warps, num_stages=stages,
+        GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, SPLIT=cfg["split"], IEEE=ieee,
+        RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
     )
     return y
 
 
-def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto"):
+STRATEGIES = ("auto", "phased", "grouped", "walk")
+
+
+def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto", residual=None):
     """Conditional FFF forward on CUDA. ``x`` (T, H), any strides; weights (K, N, H), (K, N), (K, N, H).
 
-    ``strategy``: "auto" (grouped for one tree, depth <= 11 and >= GROUPED_MIN_TOKENS tokens, else walk),
-    "walk" or "grouped". Returns a new contiguous (T, H) tensor in x's dtype. Forward only: the result carries no
-    autograd graph (no no_grad context here: at small token counts the host overhead is the cost).
+    ``strategy``: "auto" picks "grouped" for one tree, depth <= 11 and at least GROUPED_MIN_TOKENS tokens, else
+    "phased" (hidden <= PHASED_MAX_HIDDEN), else "walk". ``residual`` (T, H), optional, is added to the output as it
+    is written (the block's skip connection, saving a pass over the activations). Returns a new contiguous (T, H)
+    tensor in x's dtype. Forward only: the result carries no autograd graph (no no_grad context here: at small
+    token counts the host overhead is the cost).
     """
-    trees, _, hidden, depth = _check_inputs(x, in_weight, in_bias, out_weight)
-    if strategy not in ("auto", "walk", "grouped"):
-        raise ValueError(f"strategy must be 'auto', 'walk' or 'grouped', got {strategy!r}")
+    trees, _, hidden, depth = _check_inputs(x, in_weight, in_bias, out_weight, residual)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     grouped_ok = trees == 1 and 1 <= depth <= GROUPED_MAX_DEPTH
     if strategy == "grouped" and not grouped_ok:
         raise ValueError(f"the grouped strategy needs one tree and 1 <= depth <= {GROUPED_MAX_DEPTH}")
+    if strategy == "phased" and hidden > PHASED_MAX_HIDDEN:
+        raise ValueError(f"the phased strategy needs hidden size <= {PHASED_MAX_HIDDEN}, got {hidden}")
     y = torch.empty(x.shape[0], hidden, dtype=x.dtype, device=x.device)
     if x.shape[0] == 0 or hidden == 0:
-        return y.zero_()
+        return y
     # the kernels index weights as dense row-major blocks
     in_weight, in_bias, out_weight = in_weight.contiguous(), in_bias.contiguous(), out_weight.contiguous()
-    run = _forward_walk
-    if strategy == "grouped" or (strategy == "auto" and grouped_ok and x.shape[0] >= GROUPED_MIN_TOKENS):
-        run = _forward_grouped
+    if strategy == "auto":
+        if grouped_ok and x.shape[0] >= GROUPED_MIN_TOKENS:
+            strategy = "grouped"
+        else:
+            strategy = "phased" if hidden <= PHASED_MAX_HIDDEN else "walk"
+    run = _RUNNERS[strategy]
     if x.device.index != torch.cuda.current_device():  # Triton launches on the current device
         with torch.cuda.device(x.device):
-            return run(x, in_weight, in_bias, out_weight, depth, y)
-    return run(x, in_weight, in_bias, out_weight, depth, y)
+            return run(x, in_weight, in_bias, out_weight, depth, y, residual)
+    return run(x, in_weight, in_bias, out_weight, depth, y, residual)
+
+
+_RUNNERS = {"phased": _forward_phased, "grouped": _forward_grouped, "walk": _forward_walk}

@@ -127,9 +127,9 @@ class UltraFastBertSelfAttention(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.is_causal = False
-        self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        # one GEMM for the three projections, in crammedBERT's layout: the rows of each head hold its query, key and
+        # value blocks one after another
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.dropout_prob = config.attention_probs_dropout_prob
 
@@ -137,10 +137,8 @@ class UltraFastBertSelfAttention(nn.Module):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_length, _ = hidden_states.shape
-        shape = (batch, seq_length, self.num_heads, self.head_dim)
-        query = self.query(hidden_states).view(shape).transpose(1, 2)
-        key = self.key(hidden_states).view(shape).transpose(1, 2)
-        value = self.value(hidden_states).view(shape).transpose(1, 2)
+        qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
+        query, key, value = (part.transpose(1, 2) for part in qkv.unbind(3))  # (batch, heads, seq, head_dim) views
 
         implementation = self.config._attn_implementation or "eager"
         if output_attentions:
@@ -181,7 +179,11 @@ class UltraFastBertLayer(GradientCheckpointingLayer):
         # the inference switches live on the config so that flipping them on a loaded model acts at the next call
         self.feedforward.inference = self.config.fff_inference
         self.feedforward.kernel = self.config.fff_kernel
-        hidden_states = hidden_states + self.dropout(self.feedforward(self.feedforward_norm(hidden_states)))
+        normed = self.feedforward_norm(hidden_states)
+        if self.training:
+            hidden_states = hidden_states + self.dropout(self.feedforward(normed))
+        else:  # dropout is the identity: the GPU kernel adds the skip connection while writing its output
+            hidden_states = self.feedforward(normed, residual=hidden_states)
         return hidden_states, probs
 
 

@@ -217,3 +217,20 @@ def test_conditional_memory_stays_far_below_the_masked_floor(kernel):
     )
     peak_growth = int(result.stdout.strip().splitlines()[-1])
     assert peak_growth < masked_floor / 20, f"peak RSS grew by {peak_growth / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("training,inference,kernel", [
+    (True, "conditional", "auto"), (False, "dense", "auto"), (False, "conditional", "torch"),
+    (False, "conditional", "auto"),
+])
+def test_residual_is_added_in_every_mode(training, inference, kernel):
+    # the block passes its skip connection to the layer (the GPU kernel adds it while writing its output);
+    # every mode must return exactly residual + FFF(x)
+    layer = FastFeedForward(24, depth=4, trees=2, inference=inference, kernel=kernel).train(training)
+    x, residual = torch.randn(3, 7, 24), torch.randn(3, 7, 24)
+    with torch.no_grad():
+        plain = layer(x)
+        fused = layer(x, residual=residual)
+    torch.testing.assert_close(fused, residual + plain, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="residual has shape"):
+        layer(x, residual=residual[:, :5])

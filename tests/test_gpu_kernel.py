@@ -51,7 +51,7 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
 
-STRATEGIES = ["walk", "grouped"]
+STRATEGIES = ["walk", "phased", "grouped"]
 SHAPES = [  # tokens, hidden, depth, trees
     (1, 768, 11, 1),
     (130, 768, 11, 1),
@@ -65,7 +65,8 @@ SHAPES = [  # tokens, hidden, depth, trees
 
 
 # the grouped strategy covers one tree with 1 <= depth <= 11 (fff_forward refuses others; auto walks them)
-CASES = [("walk",) + shape for shape in SHAPES] + [("grouped",) + s for s in SHAPES if s[3] == 1 and 1 <= s[2] <= 11]
+CASES = ([("walk",) + shape for shape in SHAPES] + [("phased",) + shape for shape in SHAPES]
+         + [("grouped",) + s for s in SHAPES if s[3] == 1 and 1 <= s[2] <= 11])
 
 
 @pytest.mark.parametrize("strategy,tokens,hidden,depth,trees", CASES)
@@ -150,3 +151,43 @@ def test_model_native_matches_torch_walk():
         walk = model(input_ids=ids).logits
     # random weights: a near-tie flip in one token moves a pooled logit slightly, so compare loosely
     assert torch.allclose(native, walk, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_residual_is_added_while_writing(strategy, dtype):
+    x, in_w, in_b, out_w = _random_fff(700, 768, 11, 1, dtype)
+    residual = torch.randn(700, 2 * 768, device="cuda", dtype=dtype)[:, ::2]  # a strided (T, H) view
+    with torch.no_grad():
+        plain = tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy)
+        fused = tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy, residual=residual)
+    # same decisions (same kernel, same logits): the only difference is the residual added in fp32 before rounding
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(fused.float(), residual.float() + plain.float(), rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="residual"):
+        tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy, residual=residual[:10])
+    with pytest.raises(ValueError, match="residual"):
+        tk.fff_forward(x, in_w, in_b, out_w, strategy=strategy, residual=residual.half())
+
+
+@pytest.mark.parametrize("split", [2, 3])
+def test_grouped_split_output_columns(split, monkeypatch):
+    monkeypatch.setitem(tk.GROUPED_CONFIG, "split", split)
+    x, in_w, in_b, out_w = _random_fff(3000, 768, 11, 1, torch.bfloat16)
+    with torch.no_grad():
+        y = tk.fff_forward(x, in_w, in_b, out_w, strategy="grouped")
+        monkeypatch.setitem(tk.GROUPED_CONFIG, "split", 1)
+        ref = tk.fff_forward(x, in_w, in_b, out_w, strategy="grouped")
+    assert torch.equal(y, ref)  # the same tiles and dot products, only distributed over more programs
+
+
+def test_auto_picks_phased_for_few_tokens_and_grouped_for_many(monkeypatch):
+    seen = []
+    for name in ("phased", "grouped", "walk"):
+        real = tk._RUNNERS[name]
+        monkeypatch.setitem(tk._RUNNERS, name, lambda *a, _real=real, _name=name: seen.append(_name) or _real(*a))
+    for tokens, trees, hidden, expect in ((128, 1, 768, "phased"), (tk.GROUPED_MIN_TOKENS, 1, 768, "grouped"),
+                                          (tk.GROUPED_MIN_TOKENS, 2, 64, "phased"), (5, 1, 4096, "walk")):
+        x, in_w, in_b, out_w = _random_fff(tokens, hidden, 5, trees, torch.bfloat16)
+        tk.fff_forward(x, in_w, in_b, out_w)
+        assert seen[-1] == expect, (tokens, trees, hidden)

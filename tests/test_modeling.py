@@ -108,7 +108,7 @@ def test_config_switches_take_effect_at_the_next_call(monkeypatch):
 
     def counting_conditional(*args):
         calls["conditional"] += 1
-        assert args[-1] == model.config.fff_kernel
+        assert args[4] == model.config.fff_kernel
         return real_conditional(*args)
 
     monkeypatch.setattr(fast_feedforward, "fff_masked", counting_masked)
