@@ -173,6 +173,7 @@ def test_residual_is_added_while_writing(strategy, dtype):
 @pytest.mark.parametrize("split", [2, 3])
 def test_grouped_split_output_columns(split, monkeypatch):
     monkeypatch.setitem(tk.GROUPED_CONFIG, "split", split)
+    monkeypatch.setitem(tk.GROUPED_CONFIG, "split_max_tokens", 10**9)
     x, in_w, in_b, out_w = _random_fff(3000, 768, 11, 1, torch.bfloat16)
     with torch.no_grad():
         y = tk.fff_forward(x, in_w, in_b, out_w, strategy="grouped")
