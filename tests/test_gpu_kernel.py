@@ -136,7 +136,8 @@ def test_layer_eval_uses_kernel_and_bad_inputs_raise():
         tk.fff_forward(x, in_w, in_b, out_w, strategy="grouped")
 
 
-def test_model_native_matches_torch_walk():
+@pytest.mark.parametrize("batch", [16, 64])  # 1024 tokens per layer: phased; 4096: grouped (with the residual)
+def test_model_native_matches_torch_walk(batch):
     from modeling_ultrafastbert import UltraFastBertConfig, UltraFastBertForSequenceClassification
 
     config = UltraFastBertConfig(
@@ -144,7 +145,8 @@ def test_model_native_matches_torch_walk():
         max_position_embeddings=64, fff_kernel="native",
     )
     model = UltraFastBertForSequenceClassification(config).cuda().eval()
-    ids = torch.randint(0, 500, (16, 64), device="cuda")
+    ids = torch.randint(0, 500, (batch, 64), device="cuda")
+    assert (batch * 64 >= tk.GROUPED_MIN_TOKENS) == (batch == 64)
     with torch.no_grad():
         native = model(input_ids=ids).logits
         model.config.fff_kernel = "torch"
