@@ -160,6 +160,24 @@ if triton is not None:
         return visited != 0, node
 
     @triton.jit
+    def _tile_logits(x_ptr, xrow, tmask, stride_xh, win_ptr, bin_ptr, node_row, node_mask, H,
+                     BT: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+        # logits (BT, NP) of a tile of tokens (x row offsets `xrow`) against NP node rows: a small GEMM on tensor cores
+        acc = tl.zeros((BT, NP), dtype=tl.float32)
+        for h0 in range(0, H, BK):
+            kk = h0 + tl.arange(0, BK)
+            kmask = kk < H
+            xv = tl.load(x_ptr + xrow[:, None] + kk[None, :].to(tl.int64) * stride_xh,
+                         mask=tmask[:, None] & kmask[None, :], other=0.0)
+            wv = tl.load(win_ptr + node_row[None, :] * H + kk[:, None], mask=node_mask[None, :] & kmask[:, None],
+                         other=0.0)
+            if IEEE:
+                acc = tl.dot(xv, wv, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(xv, wv, acc)
+        return acc + tl.load(bin_ptr + node_row, mask=node_mask, other=0.0).to(tl.float32)[None, :]
+
+    @triton.jit
     def _top_kernel(
         x_ptr, stride_xt, stride_xh, win_ptr, bin_ptr, act_ptr, bucket_ptr, count_ptr, T, H,
         LEVELS: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr,
@@ -169,19 +187,8 @@ if triton is not None:
         tmask = offs_t < T
         xrow = offs_t.to(tl.int64) * stride_xt
         col = tl.arange(0, NP)
-        cmask = col < (2**LEVELS - 1)
-        acc = tl.zeros((BT, NP), dtype=tl.float32)
-        for h0 in range(0, H, BK):
-            kk = h0 + tl.arange(0, BK)
-            kmask = kk < H
-            xv = tl.load(x_ptr + xrow[:, None] + kk[None, :].to(tl.int64) * stride_xh,
-                         mask=tmask[:, None] & kmask[None, :], other=0.0)
-            wv = tl.load(win_ptr + col[None, :] * H + kk[:, None], mask=cmask[None, :] & kmask[:, None], other=0.0)
-            if IEEE:
-                acc = tl.dot(xv, wv, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(xv, wv, acc)
-        logits = acc + tl.load(bin_ptr + col, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        logits = _tile_logits(x_ptr, xrow, tmask, stride_xh, win_ptr, bin_ptr, col, col < (2**LEVELS - 1), H,
+                              BT, NP, BK, IEEE)
         visited, node = _subtree_walk(logits, col, LEVELS, BT, NP)
         act = tl.where(visited, _gelu(logits), 0.0)
         tl.store(act_ptr + offs_t.to(tl.int64)[:, None] * NP + col[None, :], act.to(act_ptr.dtype.element_ty),
@@ -226,19 +233,7 @@ if triton is not None:
                 depth += (col + 1 >= 2**i).to(tl.int32)
             grow = (root.to(tl.int64) << depth.to(tl.int64)) + col
 
-            acc = tl.zeros((BT, NP), dtype=tl.float32)
-            for h0 in range(0, H, BK):
-                kk = h0 + tl.arange(0, BK)
-                kmask = kk < H
-                xv = tl.load(x_ptr + xrow[:, None] + kk[None, :].to(tl.int64) * stride_xh,
-                             mask=tmask[:, None] & kmask[None, :], other=0.0)
-                wv = tl.load(win_ptr + grow[None, :] * H + kk[:, None], mask=cmask[None, :] & kmask[:, None],
-                             other=0.0)
-                if IEEE:
-                    acc = tl.dot(xv, wv, acc, input_precision="ieee")
-                else:
-                    acc = tl.dot(xv, wv, acc)
-            logits = acc + tl.load(bin_ptr + grow, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            logits = _tile_logits(x_ptr, xrow, tmask, stride_xh, win_ptr, bin_ptr, grow, cmask, H, BT, NP, BK, IEEE)
             visited, _ = _subtree_walk(logits, col, LEVELS, BT, NP)
             act = tl.where(visited, _gelu(logits), 0.0).to(wout_ptr.dtype.element_ty)
 
