@@ -194,3 +194,15 @@ def test_auto_picks_phased_for_few_tokens_and_grouped_for_many(monkeypatch):
         x, in_w, in_b, out_w = _random_fff(tokens, hidden, 5, trees, torch.bfloat16)
         tk.fff_forward(x, in_w, in_b, out_w)
         assert seen[-1] == expect, (tokens, trees, hidden)
+
+
+@pytest.mark.parametrize("tokens", [200, 3200])  # the phased and the grouped path
+def test_layer_compiles_with_the_triton_kernel(tokens):
+    # torch.compile traces user Triton kernels; the compiled layer must run the same kernels (same result)
+    layer = FastFeedForward(128, depth=7, trees=1, kernel="native").cuda().eval().to(torch.bfloat16)
+    x = torch.randn(tokens, 128, device="cuda", dtype=torch.bfloat16)
+    residual = torch.randn_like(x)
+    with torch.no_grad():
+        eager = layer(x, residual=residual)
+        compiled = torch.compile(layer, fullgraph=True)(x, residual=residual)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=0)
