@@ -36,7 +36,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     _TRITON_IMPORT_ERROR = error
 
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-GROUPED_MAX_DEPTH = 11  # 2 * 6 levels: node tiles of <= 64 rows; deeper trees use the walk kernel
+GROUPED_MAX_DEPTH = 11  # 2 * 6 levels: node tiles of <= 64 rows; deeper trees use the phased kernel
 GROUPED_MIN_TOKENS = 3072  # below this the phased kernel is faster (H100, hidden 768, depth 11)
 
 
@@ -54,6 +54,15 @@ if triton is not None:
     def _gelu(z):
         # exact (erf) GELU, as torch.nn.functional.gelu's default
         return 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
+
+    @triton.jit
+    def _heap_depth(col, LEVELS: tl.constexpr):
+        # depth of heap index `col` inside a subtree of LEVELS levels (0 for its root); local node j at depth m
+        # below the subtree's root r is node r * 2**m + j of the whole tree
+        depth = tl.zeros(col.shape, dtype=tl.int64)
+        for i in tl.static_range(1, LEVELS):
+            depth += (col + 1 >= 2**i).to(tl.int64)
+        return depth
 
     @triton.jit
     def _walk_kernel(
@@ -113,9 +122,7 @@ if triton is not None:
         hmask = hh < H
         x = tl.load(x_ptr + t * stride_xt + hh.to(tl.int64) * stride_xh, mask=hmask, other=0.0).to(tl.float32)
         col = tl.arange(0, NP)  # heap index inside the phase's subtree
-        local_depth = tl.zeros((NP,), dtype=tl.int64)
-        for i in tl.static_range(1, P):
-            local_depth += (col + 1 >= 2**i).to(tl.int64)
+        local_depth = _heap_depth(col, P)
         step = tl.arange(0, LP)
         y = tl.zeros((BH,), dtype=tl.float32)
         if RESIDUAL:  # the block's skip connection, added while the output is written anyway
@@ -224,14 +231,10 @@ if triton is not None:
             tok = tl.load(bucket_ptr + g.to(tl.int64) * T + rows_in_bucket, mask=tmask, other=0).to(tl.int64)
             xrow = tok * stride_xt
 
-            # global heap index of local node j at local depth m below root r: r * 2**m + j
-            root = (2**TOP_LEVELS - 1) + g
+            root = (2**TOP_LEVELS - 1) + g  # the subtree's root in the whole tree
             col = tl.arange(0, NP)
             cmask = col < (2**LEVELS - 1)
-            depth = tl.zeros((NP,), dtype=tl.int32)
-            for i in tl.static_range(1, LEVELS):
-                depth += (col + 1 >= 2**i).to(tl.int32)
-            grow = (root.to(tl.int64) << depth.to(tl.int64)) + col
+            grow = (root.to(tl.int64) << _heap_depth(col, LEVELS)) + col
 
             logits = _tile_logits(x_ptr, xrow, tmask, stride_xh, win_ptr, bin_ptr, grow, cmask, H, BT, NP, BK, IEEE)
             visited, _ = _subtree_walk(logits, col, LEVELS, BT, NP)
@@ -325,7 +328,7 @@ def _forward_phased(x, in_weight, in_bias, out_weight, depth, y, residual):
     trees, nodes, _ = in_weight.shape
     cfg = PHASED_CONFIG
     per_phase = cfg["levels_small"] if tokens <= cfg["small_tokens"] else cfg["levels"]
-    per_phase = max(1, min(per_phase, depth + 1))
+    per_phase = min(per_phase, depth + 1)
     _phased_kernel[(tokens,)](
         x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, *_residual_args(residual, y),
         trees, nodes, hidden,
