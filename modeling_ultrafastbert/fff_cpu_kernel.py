@@ -502,19 +502,21 @@ def _writable_by_others(info: os.stat_result) -> bool:
     return bool(info.st_mode & stat.S_IWGRP) and not _private_group(info.st_gid)
 
 
-def _untrusted_location(directory: Path) -> str | None:
+def _untrusted_location(directory: Path, strict_levels: int = 2) -> str | None:
     """Why another user could change the files in ``directory`` (None when only this user, or root, can).
 
-    The directory and the one above it (the library's folder and the cache root) must be this user's and writable by
-    no one else. Every directory further up must belong to this user or root and be writable by no one else, unless
-    it is sticky like /tmp (others may add entries there but cannot rename or replace ours)."""
+    The directory and the ``strict_levels - 1`` above it (by default the library's folder and the cache root) must be
+    this user's and writable by no one else. Every directory further up must belong to this user or root and be
+    writable by no one else, unless it is sticky like /tmp (others may add entries there but cannot rename or replace
+    ours)."""
     uid = os.getuid()
     directory = directory.resolve()
     for level, path in enumerate([directory, *directory.parents]):
         info = os.stat(path)
-        if info.st_uid != uid and (level < 2 or info.st_uid != 0):
+        strict = level < strict_levels
+        if info.st_uid != uid and (strict or info.st_uid != 0):
             return f"{path} belongs to another user (uid {info.st_uid})"
-        if _writable_by_others(info) and (level < 2 or not info.st_mode & stat.S_ISVTX):
+        if _writable_by_others(info) and (strict or not info.st_mode & stat.S_ISVTX):
             return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
     return None
 
@@ -534,7 +536,7 @@ def _library_problem(library: Path) -> str | None:
             return f"{path} belongs to another user (uid {info.st_uid})"
         if _writable_by_others(info):
             return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
-    if _sha256(library) != digest_path(library).read_text().strip():
+    if _sha256(library).encode() != digest_path(library).read_bytes().strip():
         return f"{library} is not the library that was built (its sha256 differs from the recorded one)"
     return None
 
@@ -576,8 +578,10 @@ def _cached_library() -> tuple[Path, str]:
     target = library_path()
     try:
         os.makedirs(_cache_root(), mode=0o700, exist_ok=True)
-        os.makedirs(target.parent, mode=0o700, exist_ok=True)
-        problem = _untrusted_location(target.parent)
+        problem = _untrusted_location(_cache_root(), strict_levels=1)  # checked before anything is created inside
+        if problem is None:
+            os.makedirs(target.parent, mode=0o700, exist_ok=True)
+            problem = _untrusted_location(target.parent)
     except OSError as error:
         raise _CacheUnusable(f"it cannot be created ({error})") from error
     if problem is not None:
@@ -607,7 +611,7 @@ def _load_private_build() -> None:
     """Compile into a fresh private temporary directory, load, and delete the files (the mapping outlives them)."""
     tmp = tempfile.mkdtemp(prefix="ultrafastbert-fff-")  # mode 0700, this user's
     try:
-        problem = _untrusted_location(Path(tmp))
+        problem = _untrusted_location(Path(tmp), strict_levels=1)  # the temp folder above is usually sticky /tmp
         if problem is not None:
             raise RuntimeError(f"no private place to build the FFF CPU kernel either: {problem}")
         library = Path(tmp) / "fff_cpu_kernel.so"
@@ -636,11 +640,11 @@ def _load_library_once(state: types.ModuleType) -> str:
         where = str(target) + note
     except _CacheUnusable as problem:
         _load_private_build()
-        where = f"a private build for this process (the cache {_cache_root()} is not safe to use: {problem})"
+        where = f"a private build for this process (the cache {_cache_root()} cannot be used: {problem})"
         warnings.warn(
-            f"UltraFastBERT: the FFF CPU kernel cache {_cache_root()} is not safe to use ({problem}); the kernel was "
-            f"compiled privately for this process instead (~12 s each time). Set ULTRAFASTBERT_CACHE to a directory "
-            f"that only you can write to.",
+            f"UltraFastBERT: the FFF CPU kernel cache {_cache_root()} cannot be used ({problem}); the kernel was "
+            f"compiled privately for this process instead (~12 s each time). Set ULTRAFASTBERT_CACHE to a writable "
+            f"directory that only you can write to.",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -85,6 +85,7 @@ def _run_with_package(tmp_path, patch=""):
     work = tmp_path / "cwd"
     work.mkdir(exist_ok=True)
     (tmp_path / "tmp").mkdir(exist_ok=True)
+    os.chmod(tmp_path / "tmp", 0o1777)  # like /tmp: world-writable and sticky
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TMPDIR=str(tmp_path / "tmp"))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(_USE_KERNEL).replace("{patch}", patch)], cwd=work, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -131,6 +132,10 @@ def _digest_of_other_bytes(target):
     fff_cpu_kernel.digest_path(target).write_text("0" * 64 + "\n")
 
 
+def _digest_garbage(target):
+    fff_cpu_kernel.digest_path(target).write_bytes(os.urandom(80))
+
+
 def _owned_by_nobody(target):
     if os.getuid() != 0:
         pytest.skip("changing a file's owner needs root")
@@ -148,6 +153,7 @@ def _replaced_by_symlink(target):
     [
         (_garbage, "sha256 differs"),
         (_digest_of_other_bytes, "sha256 differs"),
+        (_digest_garbage, "sha256 differs"),
         (_digest_missing, "fff_cpu_kernel.so.sha256 is missing"),
         (_writable_by_others, "writable by group or others"),
         (_shared_group_writable_digest, "writable by group or others"),
@@ -255,3 +261,11 @@ def test_world_writable_cache_loads_a_private_build_with_a_warning(cache, tmp_pa
     assert str(cache) not in mapped and "ultrafastbert-fff-" in mapped, mapped
     # the private build's folder is removed once the library is mapped
     assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_a_cache_that_cannot_be_created_is_not_used(tmp_path, monkeypatch, fake_compiler):
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("ULTRAFASTBERT_CACHE", str(tmp_path / "a_file" / "cache"))
+    with pytest.raises(fff_cpu_kernel._CacheUnusable, match="cannot be created"):
+        fff_cpu_kernel._cached_library()
+    assert not fake_compiler

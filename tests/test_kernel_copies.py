@@ -160,3 +160,41 @@ def test_remote_checkpoints_beside_the_installed_package(checkpoints, kernel_cac
     assert "NATIVE b-package modeling_ultrafastbert.fff_cpu_kernel" in output, output
     assert "COPIES 1 LIBRARIES 1" in output and "COPIES 2 LIBRARIES 1" in output, output
     assert "COPIES 4 LIBRARIES 1" in output, output  # a, the package, b and c (a and b share no module)
+
+
+def test_a_copy_that_predates_the_shared_record(kernel_cache, tmp_path):
+    """An older copy of this file (no shared record) already loaded the library and registered a fake impl: the
+    package's copy reuses both instead of loading a second library or registering a second fake impl."""
+    library = os.path.join(kernel_cache, fff_cpu_kernel.library_path().parent.name, "fff_cpu_kernel.so")
+    code = f"""
+    import torch
+    torch.ops.load_library({library!r})  # what an older copy did
+    torch.library.register_fake("ultrafastbert::fff_forward_cpu")(lambda x, w1, b, w2: x.new_empty(x.shape))
+    from torch._library.simple_registry import singleton
+    from modeling_ultrafastbert import fff_cpu_kernel
+    print(fff_cpu_kernel.is_available())
+    holder = singleton.find("ultrafastbert::fff_forward_cpu").fake_impl
+    assert len(getattr(holder, "kernels", [holder.kernel])) == 1
+    x, w1, b, w2 = torch.randn(4, 8), torch.randn(1, 3, 8), torch.randn(1, 3), torch.randn(1, 3, 8)
+    print(fff_cpu_kernel.fff_forward(x, w1, b, w2).shape)
+    """
+    work = tmp_path / "cwd"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), ULTRAFASTBERT_CACHE=kernel_cache)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=work, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "(True, 'compiled FFF CPU kernel already loaded in this process (reused)')" in result.stdout
+    assert "torch.Size([4, 8])" in result.stdout
+
+
+def test_an_op_with_another_schema_is_not_used(kernel_cache, monkeypatch):
+    """The op's schema is the contract between copies: a loaded op whose schema differs is refused, with the reason."""
+    monkeypatch.setattr(fff_cpu_kernel, "OP_SCHEMA", "fff_forward_cpu(Tensor x, Tensor in_weight) -> Tensor")
+    monkeypatch.setattr(fff_cpu_kernel, "_op", fff_cpu_kernel._op)  # restored afterwards, whatever _load does
+    ok, reason = fff_cpu_kernel._load()
+    assert not ok and "has the schema" in reason and "Tensor in_bias" in reason, reason
+
+
+def test_the_python_schema_is_the_one_the_library_defines():
+    assert f'm.def("{fff_cpu_kernel.OP_SCHEMA}");' in fff_cpu_kernel._CPP_SOURCE

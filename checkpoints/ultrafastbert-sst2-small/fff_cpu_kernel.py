@@ -7,8 +7,11 @@ headers and libraries (no ninja, no pybind, no Python headers) into a per-machin
 (``$ULTRAFASTBERT_CACHE``, else ``$XDG_CACHE_HOME/ultrafastbert``, else ``~/.cache/ultrafastbert``). The cache key hashes
 the source, the flags, the compiler, torch's version and the CPU's feature flags, because the binary is built with
 ``-march=native`` (vectorised for this CPU) and must not be reused on a different CPU. Builds take a file lock and are
-moved into place atomically, so concurrent processes share one build. Prebuild with
-``python -m modeling_ultrafastbert.fff_cpu_kernel --build``.
+moved into place atomically, so concurrent processes share one build. The library's sha256 is recorded beside it and
+checked before every load: a damaged copy is rebuilt under the lock. A library, or a cache directory, that another
+user could write is never loaded: the kernel is then compiled privately for the process, with a warning. Prebuild with
+``python -m modeling_ultrafastbert.fff_cpu_kernel --build``. All copies of this file in one process (the package's and
+each remote-code checkpoint's) share one loaded library and one fake-impl registration.
 
 The compiled library registers the torch operator ``ultrafastbert::fff_forward_cpu(x, in_weight, in_bias, out_weight)``
 (with a fake implementation registered here) so ``torch.compile`` / ``torch.export`` see one opaque op. Weights are
@@ -23,11 +26,15 @@ token's output is accumulated over its visited nodes in registers and written on
 import hashlib
 import os
 import platform
+import shutil
+import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import threading
+import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -388,9 +395,32 @@ _BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "
 # -fopenmp: ATen's inline at::parallel_for is an OpenMP region in OpenMP builds of torch (serial without the flag)
 _ARCH_FLAGS = ["-march=native"]  # vectorise for this CPU; the cache key includes the CPU flags
 
+# the op's schema is its contract: copies of this file that declare the same schema may share one loaded library
+OP_SCHEMA = "fff_forward_cpu(Tensor x, Tensor in_weight, Tensor in_bias, Tensor out_weight) -> Tensor"
+
 _state_lock = threading.Lock()
 _status: tuple[bool, str] | None = None
 _op = None
+
+# One process can hold several copies of this file: the package's, and one per checkpoint loaded as remote code
+# (transformers_modules/<checkpoint>/<hash>/fff_cpu_kernel.py). torch's operator registry is process-wide: loading a
+# second library that defines the op aborts the process, and registering a second fake impl raises on some torch
+# versions (2.11). So every copy keeps the record of what was loaded in one place they all see: a module object in
+# sys.modules under this fixed private name. Its fields (lock, library, build_key, fake_registered) are a contract
+# between versions of this file; add fields, never change their meaning.
+_SHARED_STATE_NAME = "_ultrafastbert_fff_cpu_kernel_state_v1"
+
+
+def _shared_state() -> types.ModuleType:
+    state = sys.modules.get(_SHARED_STATE_NAME)
+    if state is None:
+        fresh = types.ModuleType(_SHARED_STATE_NAME, "Process-wide state of the UltraFastBERT FFF CPU kernel.")
+        fresh.lock = threading.RLock()  # held while a copy loads the library and registers the fake impl
+        fresh.library = None  # where the library that defines the op in this process was loaded from
+        fresh.build_key = None  # the cache key (source, flags, compiler, torch, CPU) of that library
+        fresh.fake_registered = False
+        state = sys.modules.setdefault(_SHARED_STATE_NAME, fresh)  # atomic: two racing copies still get one record
+    return state
 
 
 def _cache_root() -> Path:
@@ -429,35 +459,197 @@ def _compile_command(output: str, source: str, arch_flags: list[str]) -> list[st
     return cmd
 
 
-def library_path() -> Path:
-    """Where the compiled library for this machine, source and torch version lives (it may not exist yet)."""
+def _build_key() -> str:
     key = "\n".join([_CPP_SOURCE, " ".join(_BASE_FLAGS + _ARCH_FLAGS), _compiler(), torch.__version__,
                      _cpu_signature()])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return _cache_root() / f"fff_cpu_{digest}" / "fff_cpu_kernel.so"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def library_path() -> Path:
+    """Where the compiled library for this machine, source and torch version lives (it may not exist yet)."""
+    return _cache_root() / f"fff_cpu_{_build_key()}" / "fff_cpu_kernel.so"
+
+
+def digest_path(library: Path) -> Path:
+    """The sha256 of the library as built, recorded beside it and checked before every load."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _private_group(gid: int) -> bool:
+    """Whether ``gid`` is this user's own group (user-private groups, as Debian/Ubuntu create with umask 002, where
+    "group-writable" means writable by this user only)."""
+    try:
+        import grp
+        import pwd
+
+        user, group = pwd.getpwuid(os.getuid()), grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return False
+    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+
+
+def _writable_by_others(info: os.stat_result) -> bool:
+    if info.st_mode & stat.S_IWOTH:
+        return True
+    return bool(info.st_mode & stat.S_IWGRP) and not _private_group(info.st_gid)
+
+
+def _untrusted_location(directory: Path, strict_levels: int = 2) -> str | None:
+    """Why another user could change the files in ``directory`` (None when only this user, or root, can).
+
+    The directory and the ``strict_levels - 1`` above it (by default the library's folder and the cache root) must be
+    this user's and writable by no one else. Every directory further up must belong to this user or root and be
+    writable by no one else, unless it is sticky like /tmp (others may add entries there but cannot rename or replace
+    ours)."""
+    uid = os.getuid()
+    directory = directory.resolve()
+    for level, path in enumerate([directory, *directory.parents]):
+        info = os.stat(path)
+        strict = level < strict_levels
+        if info.st_uid != uid and (strict or info.st_uid != 0):
+            return f"{path} belongs to another user (uid {info.st_uid})"
+        if _writable_by_others(info) and (strict or not info.st_mode & stat.S_ISVTX):
+            return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _library_problem(library: Path) -> str | None:
+    """Why the cached library must not be loaded (None when it may): missing, not this user's, writable by others,
+    or not the bytes that were built (a truncated library can kill the process with SIGBUS when it is loaded)."""
+    uid = os.getuid()
+    for path in (library, digest_path(library)):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return f"{path.name} is missing"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{path} is not a regular file"
+        if info.st_uid != uid:
+            return f"{path} belongs to another user (uid {info.st_uid})"
+        if _writable_by_others(info):
+            return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    if _sha256(library).encode() != digest_path(library).read_bytes().strip():
+        return f"{library} is not the library that was built (its sha256 differs from the recorded one)"
+    return None
+
+
+def _compile(output: Path, workdir: str) -> None:
+    source = os.path.join(workdir, "fff_cpu_kernel.cpp")
+    with open(source, "w") as f:
+        f.write(_CPP_SOURCE)
+    errors = []
+    for arch in (_ARCH_FLAGS, []):  # a compiler without -march=native still gets a portable build
+        proc = subprocess.run(_compile_command(str(output), source, arch), capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.chmod(output, 0o755)  # whatever the umask: no one else may write the library
+            return
+        errors.append(proc.stderr.strip()[-2000:])
+    raise RuntimeError("compiling the FFF CPU kernel failed:\n" + "\n---\n".join(errors))
 
 
 def _build(target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Compile into ``target`` and record its sha256 beside it, each moved into place atomically (the library first:
+    a reader that sees a new library with the old digest finds a mismatch and waits for this build's lock)."""
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        output = Path(tmp) / target.name
+        _compile(output, tmp)
+        digest = Path(tmp) / digest_path(target).name
+        digest.write_text(_sha256(output) + "\n")
+        os.chmod(digest, 0o644)
+        os.replace(output, target)
+        os.replace(digest, digest_path(target))
+
+
+class _CacheUnusable(Exception):
+    """The cache directory cannot be trusted or written; the kernel is compiled privately instead."""
+
+
+def _cached_library() -> tuple[Path, str]:
+    """The cached library, checked (built, or rebuilt under the build lock when missing or damaged), and a note on
+    what was rebuilt."""
+    target = library_path()
+    try:
+        os.makedirs(_cache_root(), mode=0o700, exist_ok=True)
+        problem = _untrusted_location(_cache_root(), strict_levels=1)  # checked before anything is created inside
+        if problem is None:
+            os.makedirs(target.parent, mode=0o700, exist_ok=True)
+            problem = _untrusted_location(target.parent)
+    except OSError as error:
+        raise _CacheUnusable(f"it cannot be created ({error})") from error
+    if problem is not None:
+        raise _CacheUnusable(problem)
+    if _library_problem(target) is None:
+        return target, ""
+    existed = target.exists()
     import fcntl  # POSIX only; on other systems the build raises and the dispatch falls back
 
-    with open(target.parent / "build.lock", "w") as lock:
+    try:
+        lock = open(target.parent / "build.lock", "w")
+    except OSError as error:
+        raise _CacheUnusable(f"it is not writable ({error})") from error
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds, the others wait and reuse its result
-        if target.exists():
-            return
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            source = os.path.join(tmp, "fff_cpu_kernel.cpp")
-            with open(source, "w") as f:
-                f.write(_CPP_SOURCE)
-            output = os.path.join(tmp, "fff_cpu_kernel.so")
-            errors = []
-            for arch in (_ARCH_FLAGS, []):  # a compiler without -march=native still gets a portable build
-                proc = subprocess.run(_compile_command(output, source, arch), capture_output=True, text=True)
-                if proc.returncode == 0:
-                    os.replace(output, target)
-                    return
-                errors.append(proc.stderr.strip()[-2000:])
-            raise RuntimeError("compiling the FFF CPU kernel failed:\n" + "\n---\n".join(errors))
+        damage = _library_problem(target)
+        if damage is None:
+            return target, ""
+        _build(target)
+        problem = _library_problem(target)
+        if problem is not None:
+            raise RuntimeError(f"the freshly built library fails its own check: {problem}")
+    return target, f" (rebuilt: {damage})" if existed else ""
+
+
+def _load_private_build() -> None:
+    """Compile into a fresh private temporary directory, load, and delete the files (the mapping outlives them)."""
+    tmp = tempfile.mkdtemp(prefix="ultrafastbert-fff-")  # mode 0700, this user's
+    try:
+        problem = _untrusted_location(Path(tmp), strict_levels=1)  # the temp folder above is usually sticky /tmp
+        if problem is not None:
+            raise RuntimeError(f"no private place to build the FFF CPU kernel either: {problem}")
+        library = Path(tmp) / "fff_cpu_kernel.so"
+        _compile(library, tmp)
+        torch.ops.load_library(str(library))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_library_once(state: types.ModuleType) -> str:
+    """Load the library unless a copy of this file already did (a second library defining the op aborts the process);
+    returns where it came from. Runs under the shared lock."""
+    key = _build_key()
+    if state.library is not None:
+        if state.build_key == key:
+            return f"compiled FFF CPU kernel loaded from {state.library} (shared by every copy of this code)"
+        return (f"compiled FFF CPU kernel loaded from {state.library} (shared; built from another version of this "
+                f"code, with the same op schema)")
+    if hasattr(torch.ops.ultrafastbert, "fff_forward_cpu"):
+        # defined by a copy of this file that predates the shared record
+        state.library, state.build_key = "a library loaded earlier in this process", None
+        return "compiled FFF CPU kernel already loaded in this process (reused)"
+    try:
+        target, note = _cached_library()
+        torch.ops.load_library(str(target))
+        where = str(target) + note
+    except _CacheUnusable as problem:
+        _load_private_build()
+        where = f"a private build for this process (the cache {_cache_root()} cannot be used: {problem})"
+        warnings.warn(
+            f"UltraFastBERT: the FFF CPU kernel cache {_cache_root()} cannot be used ({problem}); the kernel was "
+            f"compiled privately for this process instead (~12 s each time). Set ULTRAFASTBERT_CACHE to a writable "
+            f"directory that only you can write to.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    state.library, state.build_key = where, key
+    return "compiled FFF CPU kernel loaded from " + where
 
 
 def _register_fake() -> None:
@@ -468,20 +660,38 @@ def _register_fake() -> None:
         return x.new_empty(x.shape)
 
 
+def _torch_has_fake_impl() -> bool:
+    """Whether torch already holds a fake (or Meta) kernel for the op, e.g. from a copy of this file that predates
+    the shared record. The registry is a torch internal, so this is checked defensively."""
+    if torch._C._dispatch_has_kernel_for_dispatch_key(OP_NAME, "Meta"):
+        return True
+    try:
+        from torch._library.simple_registry import singleton
+
+        return singleton.find(OP_NAME).fake_impl.kernel is not None
+    except Exception:  # a torch whose registry looks different: register and let torch decide
+        return False
+
+
 def _load() -> tuple[bool, str]:
     global _op
     if sys.platform == "win32":
         return False, "the FFF CPU kernel is built with a POSIX C++ toolchain, not available on Windows"
+    state = _shared_state()
     try:
-        target = library_path()
-        if not target.exists():
-            _build(target)
-        torch.ops.load_library(str(target))
-        _register_fake()
-        _op = torch.ops.ultrafastbert.fff_forward_cpu.default
+        with state.lock:
+            reason = _load_library_once(state)
+            schema = str(torch.ops.ultrafastbert.fff_forward_cpu.default._schema)
+            if schema != "ultrafastbert::" + OP_SCHEMA:
+                raise RuntimeError(f"the op loaded in this process has the schema {schema!r}, this code needs "
+                                   f"{OP_SCHEMA!r}")
+            if not state.fake_registered and not _torch_has_fake_impl():
+                _register_fake()
+            state.fake_registered = True
+            _op = torch.ops.ultrafastbert.fff_forward_cpu.default
     except Exception as error:  # no compiler, no headers, read-only cache, ... -> fall back, saying why
         return False, f"the FFF CPU kernel could not be built or loaded ({type(error).__name__}: {error})"
-    return True, "compiled FFF CPU kernel loaded from " + str(target)
+    return True, reason
 
 
 def is_available() -> tuple[bool, str]:
