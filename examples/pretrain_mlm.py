@@ -28,6 +28,7 @@ header); pass ``--train-files`` for raw text files (one document or sentence per
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -146,6 +147,34 @@ def train_tokenizer(lines: list[str], vocab_size: int, seq_length: int) -> BertT
     tokenizer = BertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=True, model_max_length=seq_length)
     if tokenizer.convert_tokens_to_ids("[MASK]") != SPECIAL_TOKENS.index("[MASK]"):
         raise RuntimeError("the trained vocabulary lost its special tokens")
+    return tokenizer
+
+
+def train_tokenizer_once(lines: list[str], args, output_dir: Path) -> BertTokenizerFast:
+    """The WordPiece vocabulary, trained by the first process only and loaded by the others.
+
+    Training it is not deterministic (ties between equally frequent pieces fall as the trainer's hash maps order
+    them), so processes that each trained their own would pack the text differently and train one model on
+    different vocabularies.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return train_tokenizer(lines, args.vocab_size, args.seq_length)
+    shared = output_dir.parent / f".{output_dir.name}.tokenizer"
+    with state.main_process_first():  # the first process runs this block before the others start it
+        if state.is_main_process:
+            tokenizer = train_tokenizer(lines, args.vocab_size, args.seq_length)
+            staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=output_dir.parent))
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(shared, ignore_errors=True)
+            os.replace(staging, shared)
+        else:
+            tokenizer = BertTokenizerFast.from_pretrained(shared)
+    state.wait_for_everyone()  # all have loaded it
+    if state.is_main_process:
+        shutil.rmtree(shared, ignore_errors=True)
     return tokenizer
 
 
@@ -302,7 +331,8 @@ def use_bf16(choice: str) -> bool:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     set_seed(args.seed)
-    output_dir = Path(args.output_dir)
+    output_dir = Path(args.output_dir).resolve()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
     lines = read_lines(args)
@@ -311,7 +341,7 @@ def main(argv=None) -> dict:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=True)
     else:
-        tokenizer = train_tokenizer(lines, args.vocab_size, args.seq_length)
+        tokenizer = train_tokenizer_once(lines, args, output_dir)
     blocks = pack(lines, tokenizer, args.seq_length)
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(blocks.shape[0], generator=generator)
@@ -419,8 +449,8 @@ def main(argv=None) -> dict:
             shutil.rmtree(output_dir)
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staging), str(output_dir))
-        shutil.rmtree(work_dir, ignore_errors=True)
         print(f"saved to {output_dir}", flush=True)
+    shutil.rmtree(work_dir, ignore_errors=True)  # every process made its own
     return results
 
 
