@@ -301,16 +301,18 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
     def _position_ids(
         self, position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int, seq_length: int
     ) -> torch.Tensor | None:
-        """The position of every token: given ones checked, else counted over the real tokens of the attention mask.
+        """The position of every token: given ones checked, else 0..L-1 shifted left past each row's leading padding.
 
-        Counting over real tokens (``cumsum - 1``) gives a left-padded sentence the positions it has alone; with right
-        padding, or none, it equals 0..L-1 on every real token. Padding positions are clamped to 0: they are masked
-        out of attention, so their value never reaches a real token. ``None`` means 0..L-1 for every row.
+        The shift gives a left-padded sentence the positions it has alone (the leading padding gets position 0: it is
+        masked out of attention, so its value never reaches a real token). Right padding, or none, keeps 0..L-1
+        everywhere, padding included, as the original release does (its "avg" pooler over padding depends on it).
+        ``None`` means 0..L-1 for every row.
         """
         if position_ids is None:
             if attention_mask is None:
                 return None
-            return (attention_mask.to(torch.bool).cumsum(-1) - 1).clamp(min=0)
+            leading_padding = (attention_mask.to(torch.bool).cumsum(-1) == 0).sum(-1, keepdim=True)
+            return (torch.arange(seq_length, device=attention_mask.device) - leading_padding).clamp(min=0)
         if position_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
             raise ValueError(f"position_ids must be an integer tensor, got dtype {position_ids.dtype}")
         if position_ids.dim() != 2 or position_ids.shape[1] != seq_length or position_ids.shape[0] not in (1, batch):

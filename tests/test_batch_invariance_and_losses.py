@@ -292,3 +292,26 @@ def test_trainer_uses_num_items_in_batch_and_logs_the_same_loss_for_any_accumula
         logged[accumulation] = next(e["loss"] for e in trainer.state.log_history if "loss" in e)
     for accumulation, loss in logged.items():
         assert loss == pytest.approx(expected, rel=1e-4), (accumulation, logged, expected)
+
+
+def test_trainer_loss_on_each_of_two_devices_averages_to_the_mean(tmp_path):
+    # Trainer's DDP arithmetic, on one CPU: with two processes it counts the labelled items over both, passes that
+    # count to each process's forward and multiplies each loss by 2 before DDP averages the gradients. Reading
+    # `num_items_in_batch` makes that average the mean over the global batch; ignoring it doubled the loss.
+    from unittest import mock
+
+    from transformers import Trainer, TrainingArguments
+
+    config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, embedding_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = UltraFastBertForMaskedLM(config).eval()
+    examples = labelled_inputs(UltraFastBertForMaskedLM, config, batch=8, seed=5)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    trainer = Trainer(model=model, args=args)
+    assert args.average_tokens_across_devices
+    shards = [rows(examples, slice(0, 3)), rows(examples, slice(3, 8))]  # uneven, as masking makes them
+    global_count = sum(trainer._get_num_items_in_batch([shard], "cpu") for shard in shards)
+    with torch.no_grad(), mock.patch.object(type(trainer.accelerator), "num_processes", new=2):
+        per_device = [trainer.compute_loss(model, shard, num_items_in_batch=global_count) for shard in shards]
+        mean_loss = model(**examples).loss
+    torch.testing.assert_close(sum(per_device) / 2, mean_loss)
