@@ -17,8 +17,9 @@ Examples::
         --vocab-size 2000 --max-steps 50 --max-lines 2000
     # the dense-feedforward twin of the same size (same neurons and parameters, every neuron used)
     python examples/pretrain_mlm.py --output-dir /tmp/mlm-dense --dense-ff-twin ...
-    # several GPUs: the same command under `accelerate launch` (use --max-steps, not --budget-minutes)
-    accelerate launch examples/pretrain_mlm.py --output-dir /tmp/mlm --max-steps 20000
+    # several GPUs: the same command under `accelerate launch` (DDP), or plain python (Trainer's DataParallel);
+    # --batch-size is per device, so halve it on two GPUs to keep the global batch
+    accelerate launch --multi_gpu --num_processes 2 examples/pretrain_mlm.py --output-dir /tmp/mlm --max-steps 20000
 
 The text defaults to the SST-2 train sentences in ``../shared/data/glue/SST-2/train.tsv`` (one per line after the
 header); pass ``--train-files`` for raw text files (one document or sentence per line).
@@ -88,7 +89,8 @@ def parse_args(argv=None):
     p.add_argument("--mlm-probability", type=float, default=0.15)
     p.add_argument("--max-steps", type=int, default=None, help="optimizer steps (schedule over steps)")
     p.add_argument("--budget-minutes", type=float, default=None,
-                   help="wall-clock training budget (schedule over elapsed time, as in crammedBERT); single process only")
+                   help="wall-clock training budget (schedule over elapsed time, as in crammedBERT; with several "
+                        "processes all follow the first one's clock)")
     p.add_argument("--eval-fraction", type=float, default=0.02, help="held-out share of packed sequences")
     p.add_argument("--logging-steps", type=int, default=50)
     p.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto", help="bf16 autocast (auto: on CUDA if supported)")
@@ -145,6 +147,34 @@ def train_tokenizer(lines: list[str], vocab_size: int, seq_length: int) -> BertT
     tokenizer = BertTokenizerFast(vocab=wordpiece.get_vocab(), do_lower_case=True, model_max_length=seq_length)
     if tokenizer.convert_tokens_to_ids("[MASK]") != SPECIAL_TOKENS.index("[MASK]"):
         raise RuntimeError("the trained vocabulary lost its special tokens")
+    return tokenizer
+
+
+def train_tokenizer_once(lines: list[str], args, output_dir: Path) -> BertTokenizerFast:
+    """The WordPiece vocabulary, trained by the first process only and loaded by the others.
+
+    Training it is not deterministic (ties between equally frequent pieces fall as the trainer's hash maps order
+    them), so processes that each trained their own would pack the text differently and train one model on
+    different vocabularies.
+    """
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return train_tokenizer(lines, args.vocab_size, args.seq_length)
+    shared = output_dir.parent / f".{output_dir.name}.tokenizer"
+    with state.main_process_first():  # the first process runs this block before the others start it
+        if state.is_main_process:
+            tokenizer = train_tokenizer(lines, args.vocab_size, args.seq_length)
+            staging = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=output_dir.parent))
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(shared, ignore_errors=True)
+            os.replace(staging, shared)
+        else:
+            tokenizer = BertTokenizerFast.from_pretrained(shared)
+    state.wait_for_everyone()  # all have loaded it
+    if state.is_main_process:
+        shutil.rmtree(shared, ignore_errors=True)
     return tokenizer
 
 
@@ -207,16 +237,31 @@ def one_cycle(progress: float, peak_at: float) -> float:
 
 
 class BudgetClock:
-    """Fraction of a wall-clock budget spent, counted from the first optimizer step."""
+    """Fraction of a wall-clock budget spent, counted from the first optimizer step and read once per step.
+
+    Under DDP every process must see the same fraction: it sets the learning rate (which must stay identical, or the
+    replicas drift apart) and decides the last step (a process that stops alone leaves the others hanging in their
+    next all-reduce). So each step the first process's reading is broadcast to all.
+    """
 
     def __init__(self, budget_seconds: float):
         self.budget = budget_seconds
         self.start = None
+        self.spent = 0.0
+
+    def tick(self) -> None:
+        if self.start is None:
+            self.start = time.monotonic()
+        spent = (time.monotonic() - self.start) / self.budget
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            nccl = torch.distributed.get_backend() == "nccl"  # NCCL moves CUDA tensors only
+            reading = torch.tensor([spent], dtype=torch.float64, device="cuda" if nccl else "cpu")
+            torch.distributed.broadcast(reading, src=0)
+            spent = reading.item()
+        self.spent = spent
 
     def fraction(self) -> float:
-        if self.start is None:
-            return 0.0
-        return (time.monotonic() - self.start) / self.budget
+        return self.spent
 
 
 class BudgetCallback(TrainerCallback):
@@ -224,13 +269,36 @@ class BudgetCallback(TrainerCallback):
         self.clock = clock
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.clock.start is None:
-            self.clock.start = time.monotonic()
+        self.clock.tick()
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.clock.fraction() >= 1.0:
             control.should_training_stop = True
         return control
+
+
+class HeldOutMaskingCollator:
+    """Masks each training batch afresh; held-out examples come already masked (once, with a fixed seed), so every
+    evaluation - before and after training, on any number of devices - scores the very same masked tokens."""
+
+    def __init__(self, mlm_collator: DataCollatorForLanguageModeling):
+        self.mlm_collator = mlm_collator
+
+    def __call__(self, examples: list[dict]) -> dict:
+        if "labels" in examples[0]:
+            return {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
+        return self.mlm_collator(examples)
+
+
+class MaskedDataset(torch.utils.data.Dataset):
+    def __init__(self, batch: dict):
+        self.input_ids, self.labels = batch["input_ids"], batch["labels"]
+
+    def __len__(self):
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, index):
+        return {"input_ids": self.input_ids[index], "labels": self.labels[index]}
 
 
 class CrammedTrainer(Trainer):
@@ -263,10 +331,8 @@ def use_bf16(choice: str) -> bool:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     set_seed(args.seed)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if args.budget_minutes is not None and world_size > 1:
-        raise SystemExit("--budget-minutes reads each process's own clock; with several processes use --max-steps")
-    output_dir = Path(args.output_dir)
+    output_dir = Path(args.output_dir).resolve()
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
     lines = read_lines(args)
@@ -275,7 +341,7 @@ def main(argv=None) -> dict:
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=True)
     else:
-        tokenizer = train_tokenizer(lines, args.vocab_size, args.seq_length)
+        tokenizer = train_tokenizer_once(lines, args, output_dir)
     blocks = pack(lines, tokenizer, args.seq_length)
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(blocks.shape[0], generator=generator)
@@ -292,6 +358,8 @@ def main(argv=None) -> dict:
           f"{(config.fff_depth + 1) * config.fff_trees} used per token); {n_params / 1e6:.2f}M parameters", flush=True)
 
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=args.mlm_probability)
+    set_seed(args.seed + 1)
+    eval_dataset = MaskedDataset(collator([{"input_ids": block} for block in eval_blocks]))
     clock = BudgetClock(args.budget_minutes * 60.0) if args.budget_minutes is not None else None
     bf16 = use_bf16(args.bf16)
     work_dir = Path(tempfile.mkdtemp(prefix=".pretrain-", dir=output_dir.parent if output_dir.parent.exists() else None))
@@ -323,17 +391,16 @@ def main(argv=None) -> dict:
         model=model,
         args=training_args,
         train_dataset=PackedDataset(train_blocks),
-        eval_dataset=PackedDataset(eval_blocks),
-        data_collator=collator,
+        eval_dataset=eval_dataset,
+        data_collator=HeldOutMaskingCollator(collator),
         peak_at=args.peak_at,
         clock=clock,
         callbacks=[BudgetCallback(clock)] if clock is not None else None,
     )
     def held_out_loss() -> float:
-        # the masking is random: seed it the same way each time. The masked FFF form is the training computation;
-        # it gives the same function as the conditional one and needs no inference kernel.
+        # The masked FFF form is the training computation; it gives the same function as the conditional one and
+        # needs no inference kernel.
         config.fff_inference = "dense"
-        set_seed(args.seed + 1)
         loss = trainer.evaluate()["eval_loss"]
         config.fff_inference = "conditional"
         return loss
@@ -344,7 +411,9 @@ def main(argv=None) -> dict:
     train_output = trainer.train()
     train_seconds = time.time() - train_started
     eval_after = held_out_loss()
-    train_losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    train_log = [entry for entry in trainer.state.log_history if "loss" in entry]
+    train_losses = [entry["loss"] for entry in train_log]
+    world_size = trainer.args.world_size
 
     results = {
         "eval_mlm_loss_before": eval_before,
@@ -355,14 +424,20 @@ def main(argv=None) -> dict:
         "global_steps": trainer.state.global_step,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
-        "sequences_seen": trainer.state.global_step * args.batch_size * args.grad_accum * world_size,
+        # train_batch_size is the per-device batch times the GPUs a DataParallel process drives
+        "sequences_seen": trainer.state.global_step * trainer.args.train_batch_size * args.grad_accum * world_size,
+        "processes": world_size,
+        "devices_per_process": max(1, trainer.args.n_gpu),
+        "train_loss_curve": [(entry["step"], entry["loss"]) for entry in train_log],
+        "grad_norm_curve": [(entry["step"], entry.get("grad_norm")) for entry in train_log],
         "parameters": n_params,
         "dense_ff_twin": args.dense_ff_twin,
         "bf16": bf16,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "args": vars(args),
     }
-    print(json.dumps({k: v for k, v in results.items() if k != "args"}, indent=1), flush=True)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("args", "train_loss_curve", "grad_norm_curve")},
+                     indent=1), flush=True)
 
     if trainer.is_world_process_zero():
         # write everything into a temporary folder beside the target, then move it into place
@@ -374,8 +449,8 @@ def main(argv=None) -> dict:
             shutil.rmtree(output_dir)
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staging), str(output_dir))
-        shutil.rmtree(work_dir, ignore_errors=True)
         print(f"saved to {output_dir}", flush=True)
+    shutil.rmtree(work_dir, ignore_errors=True)  # every process made its own
     return results
 
 

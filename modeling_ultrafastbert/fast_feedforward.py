@@ -21,6 +21,11 @@ from torch import nn
 
 FFF_INFERENCE_MODES = ("conditional", "dense")
 FFF_KERNELS = ("auto", "torch", "native")
+# dtypes each native kernel computes in; "auto" runs any other dtype (e.g. float16 on the CPU) on the PyTorch walk
+NATIVE_KERNEL_DTYPES = {
+    "cpu": (torch.float32, torch.bfloat16),
+    "cuda": (torch.float32, torch.bfloat16, torch.float16),
+}
 MAX_FFF_DEPTH = 24  # 2**25 neurons per tree: beyond this the masked training path cannot fit in memory anyway
 
 # Native kernels are flat sibling modules so that they travel with remote code. They are imported in the
@@ -136,8 +141,9 @@ def fff_conditional(
     (T, H) when given (the CUDA kernel adds it while writing its output).
 
     ``kernel``: "torch" runs the pure-PyTorch walk; "native" requires the compiled kernel for ``x.device`` and raises
-    if it is missing; "auto" uses the native kernel when available and otherwise falls back to the pure-PyTorch walk
-    with a one-time warning (never to the dense path).
+    if it is missing or has no version for the weights' dtype; "auto" uses the native kernel when available and
+    otherwise (no kernel, or e.g. float16 on the CPU) falls back to the pure-PyTorch walk with a one-time warning
+    (never to the dense path).
     """
     # kept lean: at one token the kernel takes a few microseconds, so every Python step here shows
     if kernel == "torch":
@@ -151,6 +157,19 @@ def fff_conditional(
         # the native kernels are forward-only; the gather walk is differentiable, so eval-mode autograd still works
         return _plus(fff_conditional_torch(x, in_weight, in_bias, out_weight), residual)
     device_type = x.device.type
+    native_dtypes = NATIVE_KERNEL_DTYPES.get(device_type)
+    if native_dtypes is not None and in_weight.dtype not in native_dtypes:
+        if kernel == "native":
+            raise TypeError(
+                f"fff_kernel='native': the {device_type} kernel supports {native_dtypes}, not {in_weight.dtype} "
+                "weights; cast the model, or use fff_kernel='auto' (which runs them on the PyTorch walk) or 'torch'."
+            )
+        _warn_once(
+            f"{device_type}-{in_weight.dtype}",
+            f"UltraFastBERT: the native FFF kernel on {device_type} has no {in_weight.dtype} version; "
+            "using the pure-PyTorch conditional path (still conditional, but slower).",
+        )
+        return _plus(fff_conditional_torch(x, in_weight, in_bias, out_weight), residual)
     available, reason = native_kernel_status(device_type)
     if available:
         if wants_grad:

@@ -9,7 +9,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -48,6 +47,21 @@ def _may_sync(tensor: torch.Tensor) -> bool:
     return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
+def _mean_loss(loss_fn: Callable, prediction: torch.Tensor, target: torch.Tensor, num_items_in_batch=None, **options):
+    """``loss_fn`` averaged over the labelled items of the batch.
+
+    Given ``num_items_in_batch`` (what Trainer passes: the labelled items of the whole optimizer step, over every
+    gradient-accumulation micro-batch and every device), the loss is summed and divided by that count instead, so the
+    per-micro-batch, per-device losses add up to the mean over the step. Trainer relies on this: it leaves such a loss
+    unscaled for accumulation and multiplies it by the number of devices before they average their gradients.
+    """
+    if num_items_in_batch is None:
+        return loss_fn(prediction, target, reduction="mean", **options)
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(prediction.device)
+    return loss_fn(prediction, target, reduction="sum", **options) / num_items_in_batch
+
+
 class UltraFastBertScaledSinusoidalPositions(nn.Module):
     """Fixed sinusoids times one learned scalar (crammedBERT's "scaled-sinusoidal", after the FLASH paper)."""
 
@@ -68,8 +82,9 @@ class UltraFastBertScaledSinusoidalPositions(nn.Module):
         table[:, 1::2] = torch.cos(position * frequency)[:, : hidden_size // 2]
         return table
 
-    def forward(self, seq_length: int) -> torch.Tensor:
-        return self.scale_factor * self.sinusoids[:seq_length]
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Position vectors for ``position_ids`` of any shape: (..., hidden)."""
+        return self.scale_factor * self.sinusoids[position_ids]
 
 
 class UltraFastBertEmbeddings(nn.Module):
@@ -87,14 +102,17 @@ class UltraFastBertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.embedding_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
-        seq_length = inputs_embeds.shape[1]
-        if isinstance(self.position_embeddings, nn.Embedding):
-            positions = self.position_embeddings(torch.arange(seq_length, device=inputs_embeds.device))
-        else:
-            positions = self.position_embeddings(seq_length)
+        if position_ids is None:  # 0..L-1 for every row: one (L, hidden) table, broadcast over the batch
+            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
+        positions = self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(inputs_embeds + positions.to(inputs_embeds.dtype)))
 
 
@@ -139,6 +157,10 @@ class UltraFastBertSelfAttention(nn.Module):
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
         query, key, value = (part.transpose(1, 2) for part in qkv.unbind(3))  # (batch, heads, seq, head_dim) views
+
+        if batch * seq_length == 0:  # empty input: nothing to attend (and the fused kernels' reshapes would fail)
+            probs = query.new_zeros(batch, self.num_heads, seq_length, seq_length) if output_attentions else None
+            return self.dense(hidden_states.new_zeros(batch, seq_length, self.num_heads * self.head_dim)), probs
 
         implementation = self.config._attn_implementation or "eager"
         if output_attentions:
@@ -196,6 +218,8 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = False
     _no_split_modules = ["UltraFastBertLayer"]
+    # the heads honour Trainer's `num_items_in_batch` (see `_mean_loss`), as in-library models do
+    accepts_loss_kwargs = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -274,6 +298,37 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
             )
         return batch, seq_length
 
+    def _position_ids(
+        self, position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, batch: int, seq_length: int
+    ) -> torch.Tensor | None:
+        """The position of every token: given ones checked, else 0..L-1 shifted left past each row's leading padding.
+
+        The shift gives a left-padded sentence the positions it has alone (the leading padding gets position 0: it is
+        masked out of attention, so its value never reaches a real token). Right padding, or none, keeps 0..L-1
+        everywhere, padding included, as the original release does (its "avg" pooler over padding depends on it).
+        ``None`` means 0..L-1 for every row.
+        """
+        if position_ids is None:
+            if attention_mask is None:
+                return None
+            leading_padding = (attention_mask.to(torch.bool).cumsum(-1) == 0).sum(-1, keepdim=True)
+            return (torch.arange(seq_length, device=attention_mask.device) - leading_padding).clamp(min=0)
+        if position_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise ValueError(f"position_ids must be an integer tensor, got dtype {position_ids.dtype}")
+        if position_ids.dim() != 2 or position_ids.shape[1] != seq_length or position_ids.shape[0] not in (1, batch):
+            raise ValueError(
+                f"position_ids must have shape (batch, sequence) = {(batch, seq_length)} (or (1, {seq_length}) for "
+                f"all rows), got {tuple(position_ids.shape)}"
+            )
+        if _may_sync(position_ids) and position_ids.numel() > 0:
+            low, high = torch.stack([position_ids.min(), position_ids.max()]).tolist()
+            if low < 0 or high >= self.config.max_position_embeddings:
+                raise ValueError(
+                    f"position_ids must lie in [0, max_position_embeddings={self.config.max_position_embeddings}), "
+                    f"got min {low}, max {high}"
+                )
+        return position_ids
+
     def _attention_bias(self, attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
         """(batch, 1, 1, keys) additive bias: 0 for real tokens, the dtype's minimum for padding."""
         if attention_mask is None:
@@ -292,6 +347,7 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | BaseModelOutput:
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
@@ -299,9 +355,10 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._validate_inputs(input_ids, attention_mask, inputs_embeds)
+        batch, seq_length = self._validate_inputs(input_ids, attention_mask, inputs_embeds)
+        position_ids = self._position_ids(position_ids, attention_mask, batch, seq_length)
 
-        hidden_states = self.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+        hidden_states = self.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids)
         attention_bias = self._attention_bias(attention_mask, hidden_states.dtype)
 
         all_hidden_states = () if output_hidden_states else None
@@ -350,17 +407,21 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | MaskedLMOutput:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.ultrafastbert(
-            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.decoder(outputs.last_hidden_state)
         loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device))
+            loss = _mean_loss(
+                nn.functional.cross_entropy, logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device),
+                kwargs.get("num_items_in_batch"),
+            )
         output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         return output if return_dict else output.to_tuple()
 
@@ -376,6 +437,11 @@ class UltraFastBertPooler(nn.Module):
         self.dropout = nn.Dropout(config.classifier_dropout)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if hidden_states.shape[1] == 0:
+            raise ValueError(
+                "Sequence classification pools the tokens of each sequence, but the input has sequence length 0 "
+                f"(hidden states of shape {tuple(hidden_states.shape)}); give every sequence at least one token."
+            )
         if self.config.classifier_pooling == "cls":
             pooled = hidden_states[:, 0]
         elif attention_mask is None or self.config.classifier_pool_includes_padding:
@@ -405,11 +471,12 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | SequenceClassifierOutput:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.ultrafastbert(
-            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.classifier(self.pooler(outputs.last_hidden_state, attention_mask))
@@ -424,15 +491,21 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
                     self.config.problem_type = "single_label_classification"
                 else:
                     self.config.problem_type = "multi_label_classification"
+            num_items_in_batch = kwargs.get("num_items_in_batch")
             if self.config.problem_type == "regression":
-                if self.num_labels == 1:
-                    loss = MSELoss()(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+                if self.num_labels == 1:  # one score per example: (batch, 1) logits against (batch,) labels
+                    predictions, targets = logits.squeeze(-1), labels.squeeze(-1)
                 else:
-                    loss = MSELoss()(logits, labels.to(logits.dtype))
+                    predictions, targets = logits, labels
+                loss = _mean_loss(nn.functional.mse_loss, predictions, targets.to(logits.dtype), num_items_in_batch)
             elif self.config.problem_type == "single_label_classification":
-                loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1))
+                loss = _mean_loss(
+                    nn.functional.cross_entropy, logits.view(-1, self.num_labels), labels.view(-1), num_items_in_batch
+                )
             else:
-                loss = BCEWithLogitsLoss()(logits, labels.to(logits.dtype))
+                loss = _mean_loss(
+                    nn.functional.binary_cross_entropy_with_logits, logits, labels.to(logits.dtype), num_items_in_batch
+                )
 
         output = SequenceClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
@@ -460,17 +533,21 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | TokenClassifierOutput:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.ultrafastbert(
-            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.token_classifier(self.dropout(outputs.last_hidden_state))
         loss = None
         if labels is not None:
-            loss = CrossEntropyLoss()(logits.view(-1, self.num_labels), labels.view(-1).to(logits.device))
+            loss = _mean_loss(
+                nn.functional.cross_entropy, logits.view(-1, self.num_labels), labels.view(-1).to(logits.device),
+                kwargs.get("num_items_in_batch"),
+            )
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -495,11 +572,12 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | QuestionAnsweringModelOutput:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.ultrafastbert(
-            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).split(1, dim=-1)
@@ -511,8 +589,12 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
             ignored_index = start_logits.size(1)
             start_positions = start_positions.view(-1).clamp(0, ignored_index).to(start_logits.device)
             end_positions = end_positions.view(-1).clamp(0, ignored_index).to(end_logits.device)
-            loss_fct = CrossEntropyLoss(ignore_index=ignored_index)
-            loss = (loss_fct(start_logits, start_positions) + loss_fct(end_logits, end_positions)) / 2
+            num_items_in_batch = kwargs.get("num_items_in_batch")
+            start_loss, end_loss = (
+                _mean_loss(nn.functional.cross_entropy, logits, positions, num_items_in_batch, ignore_index=ignored_index)
+                for logits, positions in ((start_logits, start_positions), (end_logits, end_positions))
+            )
+            loss = (start_loss + end_loss) / 2
 
         output = QuestionAnsweringModelOutput(
             loss=loss,
