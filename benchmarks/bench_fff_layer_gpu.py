@@ -63,6 +63,7 @@ def sweep(tokens_list, dtype, in_w, in_b, out_w, hidden=768):
             saved = dict(table)
             for change in configs:
                 table.update(change)
+                tk.clear_launch_cache()  # launch plans are cached per call signature; they must see the change
                 fn = lambda i: tk.fff_forward(xs[i], in_w, in_b, out_w, strategy=strategy)  # noqa: E731
                 try:
                     line.append(f"{strategy} {change or 'default'}: {median_us(fn, 4):.1f} / {graph_us(fn):.1f}")
@@ -70,6 +71,7 @@ def sweep(tokens_list, dtype, in_w, in_b, out_w, hidden=768):
                     line.append(f"{strategy} {change}: failed ({type(error).__name__})")
                 table.clear()
                 table.update(saved)
+                tk.clear_launch_cache()
         print(f"tokens={tokens}:\n  " + "\n  ".join(line))
 
 

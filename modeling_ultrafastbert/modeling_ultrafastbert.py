@@ -156,7 +156,7 @@ class UltraFastBertSelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
-        query, key, value = (part.transpose(1, 2) for part in qkv.unbind(3))  # (batch, heads, seq, head_dim) views
+        query, key, value = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (batch, heads, seq, head_dim) views
 
         if batch * seq_length == 0:  # empty input: nothing to attend (and the fused kernels' reshapes would fail)
             probs = query.new_zeros(batch, self.num_heads, seq_length, seq_length) if output_attentions else None
@@ -165,6 +165,14 @@ class UltraFastBertSelfAttention(nn.Module):
         implementation = self.config._attn_implementation or "eager"
         if output_attentions:
             implementation = "eager"  # the fused kernels never materialise the probabilities
+        if implementation == "sdpa":
+            # called directly: the same call transformers' sdpa wrapper makes (not causal, no GQA), without its
+            # Python per layer and call, which shows when the model is launched from the host
+            context = nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=self.dropout_prob if self.training else 0.0,
+                scale=self.scaling,
+            )
+            return self.dense(context.transpose(1, 2).reshape(batch, seq_length, -1)), None
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         if implementation == "eager":
             attention_interface = eager_attention_forward
@@ -197,10 +205,12 @@ class UltraFastBertLayer(GradientCheckpointingLayer):
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attention_output, probs = self.attention(self.attention_norm(hidden_states), attention_mask, output_attentions)
-        hidden_states = hidden_states + self.dropout(attention_output)
+        hidden_states = hidden_states + (self.dropout(attention_output) if self.training else attention_output)
         # the inference switches live on the config so that flipping them on a loaded model acts at the next call
-        self.feedforward.inference = self.config.fff_inference
-        self.feedforward.kernel = self.config.fff_kernel
+        # (written only when they changed: a module attribute write costs microseconds of Python, per layer and call)
+        feedforward, config = self.feedforward, self.config
+        if feedforward.inference != config.fff_inference or feedforward.kernel != config.fff_kernel:
+            feedforward.inference, feedforward.kernel = config.fff_inference, config.fff_kernel
         normed = self.feedforward_norm(hidden_states)
         if self.training:
             hidden_states = hidden_states + self.dropout(self.feedforward(normed))

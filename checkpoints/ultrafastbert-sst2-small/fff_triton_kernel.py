@@ -22,6 +22,7 @@ fp32/bf16/fp16 inputs; fp32 dots use IEEE precision (no TF32) so fp32 results ma
 """
 
 import math
+import os
 
 import torch
 
@@ -40,12 +41,19 @@ GROUPED_MAX_DEPTH = 11  # 2 * 6 levels: node tiles of <= 64 rows; deeper trees u
 GROUPED_MIN_TOKENS = 3072  # below this the phased kernel is faster (H100, hidden 768, depth 11)
 
 
+_AVAILABLE = None  # (True, "ok") once seen: the dispatch asks on every call, and the answer cannot change
+
+
 def is_available() -> tuple[bool, str]:
+    global _AVAILABLE
+    if _AVAILABLE is not None:
+        return _AVAILABLE
     if triton is None:
         return False, f"Triton is not installed ({_TRITON_IMPORT_ERROR})"
     if not torch.cuda.is_available():
         return False, "CUDA is not available"
-    return True, "ok"
+    _AVAILABLE = (True, "ok")
+    return _AVAILABLE
 
 
 if triton is not None:
@@ -296,26 +304,24 @@ def _check_inputs(x, in_weight, in_bias, out_weight, residual):
     return trees, nodes, hidden, depth
 
 
-def _residual_args(residual, y):
-    # without a residual the kernels never read the pointer; y stands in for it
-    if residual is None:
-        return y, 0, 0
-    return residual, residual.stride(0), residual.stride(1)
+# --------------------------------------------------------------------------------------------------------------------
+# launch descriptions: which kernels a call runs, on which grid, with which scalar arguments and workspaces.
+# Tensors appear by name ("x", "in_weight", "in_bias", "out_weight", "y", "residual", then the workspaces) so that one
+# description serves both the ordinary Triton launch (traced by torch.compile) and the cached launch below.
+
+_TENSOR_NAMES = ("x", "in_weight", "in_bias", "out_weight", "y", "residual")
 
 
-def _forward_walk(x, in_weight, in_bias, out_weight, depth, y, residual):
-    tokens, hidden = x.shape
-    trees, nodes, _ = in_weight.shape
+def _walk_launches(tokens, hidden, trees, nodes, depth, x_strides, res_strides, has_residual, dtype):
     levels = depth + 1
     block_t = 1 if tokens <= 256 else 4
-    block_h = min(triton.next_power_of_2(hidden), 1024)
-    path = triton.next_power_of_2(trees * levels)
-    _walk_kernel[(triton.cdiv(tokens, block_t),)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, *_residual_args(residual, y),
-        tokens, hidden, trees, nodes,
-        LEVELS=levels, PATH=path, BT=block_t, BH=block_h, RESIDUAL=residual is not None, num_warps=4,
+    params = dict(
+        x_ptr="x", stride_xt=x_strides[0], stride_xh=x_strides[1], win_ptr="in_weight", bin_ptr="in_bias",
+        wout_ptr="out_weight", y_ptr="y", res_ptr="residual", stride_rt=res_strides[0], stride_rh=res_strides[1],
+        T=tokens, H=hidden, K=trees, N=nodes, LEVELS=levels, PATH=triton.next_power_of_2(trees * levels),
+        BT=block_t, BH=min(triton.next_power_of_2(hidden), 1024), RESIDUAL=has_residual,
     )
-    return y
+    return [(_walk_kernel, (triton.cdiv(tokens, block_t), 1, 1), params, dict(num_warps=4))], []
 
 
 # levels per phase (a phase loads the 2**levels - 1 rows of a subtree at once), by token count; measured on an H100
@@ -323,19 +329,17 @@ PHASED_CONFIG = {"small_tokens": 512, "levels_small": 3, "levels": 2, "warps": 4
 PHASED_MAX_HIDDEN = 2048  # a program holds whole rows in registers; wider models use the walk kernel
 
 
-def _forward_phased(x, in_weight, in_bias, out_weight, depth, y, residual):
-    tokens, hidden = x.shape
-    trees, nodes, _ = in_weight.shape
+def _phased_launches(tokens, hidden, trees, nodes, depth, x_strides, res_strides, has_residual, dtype):
     cfg = PHASED_CONFIG
     per_phase = cfg["levels_small"] if tokens <= cfg["small_tokens"] else cfg["levels"]
     per_phase = min(per_phase, depth + 1)
-    _phased_kernel[(tokens,)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, y, *_residual_args(residual, y),
-        trees, nodes, hidden,
-        LEVELS=depth + 1, P=per_phase, NP=max(2, 2**per_phase), LP=max(2, triton.next_power_of_2(per_phase)),
-        BH=triton.next_power_of_2(hidden), RESIDUAL=residual is not None, num_warps=cfg["warps"],
+    params = dict(
+        x_ptr="x", stride_xt=x_strides[0], stride_xh=x_strides[1], win_ptr="in_weight", bin_ptr="in_bias",
+        wout_ptr="out_weight", y_ptr="y", res_ptr="residual", stride_rt=res_strides[0], stride_rh=res_strides[1],
+        K=trees, N=nodes, H=hidden, LEVELS=depth + 1, P=per_phase, NP=max(2, 2**per_phase),
+        LP=max(2, triton.next_power_of_2(per_phase)), BH=triton.next_power_of_2(hidden), RESIDUAL=has_residual,
     )
-    return y
+    return [(_phased_kernel, (tokens, 1, 1), params, dict(num_warps=cfg["warps"]))], []
 
 
 # tiles for 16-bit inputs (fp32 uses smaller ones); top_bt: tokens per program of the first kernel
@@ -344,39 +348,185 @@ GROUPED_CONFIG = {"bt": 64, "bk": 64, "bn": 64, "warps": 4, "stages": 3, "split"
                   "top_bt": 64}
 
 
-def _forward_grouped(x, in_weight, in_bias, out_weight, depth, y, residual):
-    tokens, hidden = x.shape
+def _grouped_launches(tokens, hidden, trees, nodes, depth, x_strides, res_strides, has_residual, dtype):
+    ieee = dtype == torch.float32
     top_levels = (depth + 2) // 2
     bottom_levels = depth + 1 - top_levels
     np_top = max(16, triton.next_power_of_2(2**top_levels - 1))
     np_bottom = max(16, triton.next_power_of_2(2**bottom_levels - 1))
     buckets = 2**top_levels
-    ieee = x.dtype == torch.float32
     cfg = GROUPED_CONFIG
     block_t, block_k, block_n = (32, 32, 64) if ieee else (cfg["bt"], cfg["bk"], cfg["bn"])  # fp32: smaller tiles
-    warps, stages = (4, 2) if ieee else (cfg["warps"], cfg["stages"])
-    act = torch.empty(tokens, np_top, dtype=x.dtype, device=x.device)
-    # bucket g holds the ids of the tokens that enter subtree g (capacity `tokens` each: no prefix sum, no scatter)
-    bucket = torch.empty(buckets, tokens, dtype=torch.int32, device=x.device)
-    counts = torch.zeros(buckets, dtype=torch.int32, device=x.device)
+    options = dict(num_warps=4, num_stages=2) if ieee else dict(num_warps=cfg["warps"], num_stages=cfg["stages"])
+    # workspaces: the top activations; bucket g holds the ids of the tokens that enter subtree g (capacity `tokens`
+    # each: no prefix sum, no scatter); counts (zeroed) are the buckets' fill levels
+    workspaces = [("act", (tokens, np_top), None, False), ("bucket", (buckets, tokens), torch.int32, False),
+                  ("counts", (buckets,), torch.int32, True)]
     top_t = block_t if ieee else cfg["top_bt"]
-    _top_kernel[(triton.cdiv(tokens, top_t),)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, act, bucket, counts, tokens, hidden,
-        LEVELS=top_levels, NP=np_top, BT=top_t, BK=block_k, IEEE=ieee, num_warps=warps, num_stages=stages,
+    top = dict(
+        x_ptr="x", stride_xt=x_strides[0], stride_xh=x_strides[1], win_ptr="in_weight", bin_ptr="in_bias",
+        act_ptr="act", bucket_ptr="bucket", count_ptr="counts", T=tokens, H=hidden,
+        LEVELS=top_levels, NP=np_top, BT=top_t, BK=block_k, IEEE=ieee,
     )
     split = cfg["split"] if tokens <= cfg["split_max_tokens"] else 1  # measured on an H100: 8% faster at 4096
-    # sum over buckets of ceil(count / BT) <= ceil(tokens / BT) + buckets; surplus programs exit at once
-    _bottom_kernel[((triton.cdiv(tokens, block_t) + buckets) * split,)](
-        x, x.stride(0), x.stride(1), in_weight, in_bias, out_weight, act, bucket, counts, y,
-        *_residual_args(residual, y), tokens, hidden,
+    bottom = dict(
+        x_ptr="x", stride_xt=x_strides[0], stride_xh=x_strides[1], win_ptr="in_weight", bin_ptr="in_bias",
+        wout_ptr="out_weight", act_ptr="act", bucket_ptr="bucket", count_ptr="counts", y_ptr="y",
+        res_ptr="residual", stride_rt=res_strides[0], stride_rh=res_strides[1], T=tokens, H=hidden,
         TOP_LEVELS=top_levels, LEVELS=bottom_levels, NP_TOP=np_top, NP=np_bottom, G=buckets,
         GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, SPLIT=split, IEEE=ieee,
-        RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
+        RESIDUAL=has_residual,
     )
-    return y
+    # sum over buckets of ceil(count / BT) <= ceil(tokens / BT) + buckets; surplus programs exit at once
+    return [(_top_kernel, (triton.cdiv(tokens, top_t), 1, 1), top, options),
+            (_bottom_kernel, ((triton.cdiv(tokens, block_t) + buckets) * split, 1, 1), bottom, options)], workspaces
 
 
+_RUNNERS = {"phased": _phased_launches, "grouped": _grouped_launches, "walk": _walk_launches}
 STRATEGIES = ("auto", "phased", "grouped", "walk")
+
+
+def _describe(x, in_weight, strategy, residual):
+    """Validated strategy -> (launches, workspaces) for this call's shapes (see the launch descriptions above)."""
+    tokens, hidden = x.shape
+    trees, nodes, _ = in_weight.shape
+    depth = int(math.log2(nodes + 1)) - 1
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    grouped_ok = trees == 1 and 1 <= depth <= GROUPED_MAX_DEPTH
+    if strategy == "grouped" and not grouped_ok:
+        raise ValueError(f"the grouped strategy needs one tree and 1 <= depth <= {GROUPED_MAX_DEPTH}")
+    if strategy == "phased" and hidden > PHASED_MAX_HIDDEN:
+        raise ValueError(f"the phased strategy needs hidden size <= {PHASED_MAX_HIDDEN}, got {hidden}")
+    if tokens == 0 or hidden == 0:
+        return [], []
+    if strategy == "auto":
+        if grouped_ok and tokens >= GROUPED_MIN_TOKENS:
+            strategy = "grouped"
+        else:
+            strategy = "phased" if hidden <= PHASED_MAX_HIDDEN else "walk"
+    # without a residual the kernels never read its pointer; y stands in for it
+    res_strides = (residual.stride(0), residual.stride(1)) if residual is not None else (0, 0)
+    return _RUNNERS[strategy](tokens, hidden, trees, nodes, depth, (x.stride(0), x.stride(1)), res_strides,
+                              residual is not None, x.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# cached launches
+#
+# `kernel[grid](...)` re-binds and re-specialises every argument in Python on each call (about 18 µs on the H100 VM's
+# host, three times the phased kernel's GPU time at 128 tokens). Everything about a call except the tensors' addresses
+# is fixed by its shapes, strides, dtypes, devices and pointer alignments (Triton specialises on 16-byte alignment),
+# so the first call with a given signature is validated, described and launched the ordinary way, which compiles the
+# kernel; later calls reuse the description and hand the arguments straight to the compiled kernel's launcher
+# (`CompiledKernel.run`, with the calling convention of Triton 3.4-3.9's own `JITFunction.run`; other versions use the
+# slower but public `CompiledKernel[grid](*args)`).
+
+
+def _triton_version() -> tuple:
+    try:
+        return tuple(int(part) for part in triton.__version__.split(".")[:2])
+    except (AttributeError, ValueError):  # pragma: no cover
+        return (0, 0)
+
+
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_COMPILED_LAUNCH = triton is not None and _triton_version() >= (3, 3) and not _INTERPRETED
+_DIRECT_LAUNCH = _COMPILED_LAUNCH and (3, 4) <= _triton_version() <= (3, 9) and hasattr(triton, "knobs")
+_MAX_PLANS = 1024  # distinct call signatures remembered; the cache is emptied beyond that
+
+
+class _Launch:
+    """One kernel launch with fixed grid, scalar arguments and options; tensors are filled in per call."""
+
+    def __init__(self, kernel, grid, params, options, slots):
+        names = list(kernel.arg_names)
+        if set(names) != set(params):  # the description must name every parameter of the kernel
+            raise RuntimeError(f"launch description of {names} does not match the kernel: {sorted(params)}")
+        self.kernel, self.grid, self.options = kernel, grid, options
+        self.template = [params[name] for name in names]  # positional, as Triton's launcher takes them
+        self.tensor_positions = [(i, slots[v]) for i, v in enumerate(self.template) if isinstance(v, str)]
+        self.compiled = None
+
+    def __call__(self, tensors, device_index):
+        args = self.template.copy()
+        for position, slot in self.tensor_positions:
+            args[position] = tensors[slot]
+        compiled = self.compiled
+        if compiled is None:
+            compiled = self.kernel[self.grid](*args, **self.options)  # compiles on first use
+            if _COMPILED_LAUNCH and compiled is not None:
+                self.runner = compiled[self.grid]
+                self.run, self.function, self.metadata = compiled.run, compiled.function, compiled.packed_metadata
+                self.compiled = compiled  # last: another thread may take the fast branches as soon as it is set
+        elif _DIRECT_LAUNCH and triton.knobs.runtime.launch_enter_hook is None:  # no profiler hook wants metadata
+            self.run(*self.grid, _current_stream(device_index), self.function, self.metadata, None, None,
+                     triton.knobs.runtime.launch_exit_hook, *args)
+        else:
+            self.runner(*args)
+
+
+_stream_lookup = None  # Triton's lookup of torch's current raw stream (driver.active is created lazily)
+
+
+def _current_stream(device_index):
+    global _stream_lookup
+    if _stream_lookup is None:
+        _stream_lookup = triton.runtime.driver.active.get_current_stream
+    return _stream_lookup(device_index)
+
+
+class _Plan:
+    """A validated call signature: its output shape, workspaces and launches."""
+
+    def __init__(self, x, in_weight, in_bias, out_weight, strategy, residual):
+        launches, workspaces = _describe(x, in_weight, strategy, residual)
+        slot_names = _TENSOR_NAMES + tuple(name for name, *_ in workspaces)
+        slots = {name: i for i, name in enumerate(slot_names)}
+        self.launches = [_Launch(kernel, grid, params, options, slots) for kernel, grid, params, options in launches]
+        self.workspaces = [(shape, dtype or x.dtype, zeroed) for _, shape, dtype, zeroed in workspaces]
+        self.output_shape = (x.shape[0], in_weight.shape[2])
+        self.device = x.device
+        self.contiguous = in_weight.is_contiguous() and in_bias.is_contiguous() and out_weight.is_contiguous()
+
+    def __call__(self, x, in_weight, in_bias, out_weight, residual):
+        y = torch.empty(self.output_shape, dtype=x.dtype, device=self.device)
+        if not self.launches:
+            return y
+        if not self.contiguous:  # the kernels index weights as dense row-major blocks
+            in_weight, in_bias, out_weight = in_weight.contiguous(), in_bias.contiguous(), out_weight.contiguous()
+        tensors = [x, in_weight, in_bias, out_weight, y, y if residual is None else residual]
+        for shape, dtype, zeroed in self.workspaces:
+            tensors.append((torch.zeros if zeroed else torch.empty)(shape, dtype=dtype, device=self.device))
+        device_index = self.device.index
+        if device_index != torch.cuda.current_device():  # Triton launches on the current device
+            with torch.cuda.device(self.device):
+                for launch in self.launches:
+                    launch(tensors, device_index)
+        else:
+            for launch in self.launches:
+                launch(tensors, device_index)
+        return y
+
+
+_PLANS: dict = {}
+
+
+def clear_launch_cache() -> None:
+    """Forget the cached launch plans (needed after changing PHASED_CONFIG / GROUPED_CONFIG at run time)."""
+    _PLANS.clear()
+
+
+def _signature(x, in_weight, in_bias, out_weight, strategy, residual):
+    # everything the validation, the launch description and Triton's specialisation depend on
+    signature = (strategy, x.device, x.dtype, x.shape, x.stride(), x.data_ptr() % 16)
+    for t in (in_weight, in_bias, out_weight) if residual is None else (in_weight, in_bias, out_weight, residual):
+        signature += (t.device, t.dtype, t.shape, t.stride(), t.data_ptr() % 16)
+    return signature
+
+
+def _is_compiling() -> bool:
+    return hasattr(torch, "compiler") and torch.compiler.is_compiling()
 
 
 def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto", residual=None):
@@ -387,30 +537,39 @@ def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto", resid
     is written (the block's skip connection, saving a pass over the activations). Returns a new contiguous (T, H)
     tensor in x's dtype. Forward only: the result carries no autograd graph (no no_grad context here: at small
     token counts the host overhead is the cost).
+
+    Eager calls are validated once per call signature and then launched from a cache (see "cached launches");
+    under torch.compile the kernels are launched the ordinary way, which the compiler traces.
     """
-    trees, _, hidden, depth = _check_inputs(x, in_weight, in_bias, out_weight, residual)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    grouped_ok = trees == 1 and 1 <= depth <= GROUPED_MAX_DEPTH
-    if strategy == "grouped" and not grouped_ok:
-        raise ValueError(f"the grouped strategy needs one tree and 1 <= depth <= {GROUPED_MAX_DEPTH}")
-    if strategy == "phased" and hidden > PHASED_MAX_HIDDEN:
-        raise ValueError(f"the phased strategy needs hidden size <= {PHASED_MAX_HIDDEN}, got {hidden}")
-    y = torch.empty(x.shape[0], hidden, dtype=x.dtype, device=x.device)
-    if x.shape[0] == 0 or hidden == 0:
+    if _is_compiling():
+        return _forward_traced(x, in_weight, in_bias, out_weight, strategy, residual)
+    key = _signature(x, in_weight, in_bias, out_weight, strategy, residual)
+    plan = _PLANS.get(key)
+    if plan is None:
+        _check_inputs(x, in_weight, in_bias, out_weight, residual)
+        plan = _Plan(x, in_weight, in_bias, out_weight, strategy, residual)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan(x, in_weight, in_bias, out_weight, residual)
+
+
+def _forward_traced(x, in_weight, in_bias, out_weight, strategy, residual):
+    _check_inputs(x, in_weight, in_bias, out_weight, residual)
+    launches, workspaces = _describe(x, in_weight, strategy, residual)
+    y = torch.empty(x.shape[0], in_weight.shape[2], dtype=x.dtype, device=x.device)
+    if not launches:
         return y
-    # the kernels index weights as dense row-major blocks
     in_weight, in_bias, out_weight = in_weight.contiguous(), in_bias.contiguous(), out_weight.contiguous()
-    if strategy == "auto":
-        if grouped_ok and x.shape[0] >= GROUPED_MIN_TOKENS:
-            strategy = "grouped"
+    tensors = dict(x=x, in_weight=in_weight, in_bias=in_bias, out_weight=out_weight, y=y,
+                   residual=y if residual is None else residual)
+    for name, shape, dtype, zeroed in workspaces:
+        tensors[name] = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype or x.dtype, device=x.device)
+    for kernel, grid, params, options in launches:
+        arguments = {name: tensors[v] if isinstance(v, str) else v for name, v in params.items()}
+        if x.device.index != torch.cuda.current_device():  # Triton launches on the current device
+            with torch.cuda.device(x.device):
+                kernel[grid](**arguments, **options)
         else:
-            strategy = "phased" if hidden <= PHASED_MAX_HIDDEN else "walk"
-    run = _RUNNERS[strategy]
-    if x.device.index != torch.cuda.current_device():  # Triton launches on the current device
-        with torch.cuda.device(x.device):
-            return run(x, in_weight, in_bias, out_weight, depth, y, residual)
-    return run(x, in_weight, in_bias, out_weight, depth, y, residual)
-
-
-_RUNNERS = {"phased": _forward_phased, "grouped": _forward_grouped, "walk": _forward_walk}
+            kernel[grid](**arguments, **options)
+    return y
