@@ -57,7 +57,7 @@ def accuracy(model, tokenizer, sentences, labels, batch_size: int = 64) -> float
 def round_weights_to_int8_(model) -> None:
     """Every weight matrix (the tensors AdaptivFloat quantizes) rounded to symmetric per-tensor int8, in place."""
     for name, parameter in model.named_parameters():
-        if parameter.dim() >= 2:  # embeddings, projections, FFF rows, pooler, classifier; not LayerNorms/biases
+        if parameter.dim() >= 2 and name.endswith("weight"):  # embeddings, projections, FFF rows, pooler, classifier
             parameter.copy_(int8_symmetric_dequantize(*int8_symmetric_quantize(parameter)))
 
 

@@ -74,8 +74,8 @@ inline float load_w(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); 
 // AdaptivFloat<8, 3> codes (sign | 3 exponent bits | 4 mantissa bits) decoded arithmetically to their "unit" values
 // 2**field * (1 + mantissa/16), i.e. with exponent bias 0: the fp32 bit pattern is the 7 magnitude bits shifted
 // under the fp32 exponent (+127) and the sign moved to bit 31; the magnitude-0 codes are zero. The tensor's scale
-// 2**exponent_bias is applied to the dot product and to the gate instead, which is exact (a power of two) and so
-// gives bit-identical results to running on the decoded weights.
+// 2**exponent_bias is applied to the dot product and to the gate instead, which is exact (a power of two): the result
+// equals the fp32 kernel on the decoded weights to fp32 rounding (mostly bit for bit).
 constexpr uint32_t kAf8MantissaBits = 4;
 inline float af8_unit(uint8_t c) {
   const uint32_t mag = c & 0x7Fu;
@@ -650,7 +650,7 @@ def fff_forward_adaptivfloat8(
 ) -> torch.Tensor:
     """Conditional FFF on the CPU with AdaptivFloat<8, 3> rows: ``in_codes`` / ``out_codes`` (K, N, H) uint8, each with
     its per-tensor exponent bias (see adaptivfloat.py); ``in_bias`` (K, N) float; ``x`` (T, H) float32 or bfloat16.
-    Equals the fp32 kernel on the decoded weights (the tensor scales are powers of two, applied exactly)."""
+    Equals the fp32 kernel on the decoded weights to fp32 rounding (the tensor scales are powers of two)."""
     global _op_adaptivfloat8
     if _op_adaptivfloat8 is None:
         ok, reason = is_available()
