@@ -9,8 +9,9 @@ not depend on them), medians in ms and ratios, from one run, all threads (and --
 With --onnx it adds the real peers and our 8-bit model, all timed in the same interleaved run:
   * "BERT ORT fp32": the same BERT exported with torch.onnx, run by ONNX Runtime (all graph optimisations);
   * "BERT ORT int8": that export through onnxruntime.quantization.quantize_dynamic (int8 weights, int8 activations);
-  * "ours AF8": our model with AdaptivFloat<8,3> weights (quantize_model_: 8-bit FFF kernel, bf16 projections on the
-    exactly decoded weights);
+  * "ours AF8": our model with AdaptivFloat<8,3> weights (quantize_model_): the 8-bit FFF kernel, the projections
+    through PyTorch's dynamic int8 linear on the decoded weights (projection_dtype="int8"), attention in bf16;
+  * "ours AF8, bf16 projections": the same with the projections in bf16 on the exactly decoded weights (the default);
 and prints every contender against "ours AF8" (and "ours fp32").
 
     python3 benchmarks/bench_model.py [--batches 1 8] [--seq 128] [--seconds 3] [--threads N] [--onnx]
@@ -123,12 +124,13 @@ def ort_session(path: Path, threads: int):
 
 
 def compare_with_onnx_runtime(ours, bert, args) -> None:
-    from modeling_ultrafastbert.adaptivfloat import quantize_model_
+    from modeling_ultrafastbert.adaptivfloat import quantize_model_, set_projection_dtype_
 
     import onnxruntime
 
     ours.config.fff_inference = "conditional"
-    ours_af8 = quantize_model_(copy.deepcopy(ours)).eval()
+    ours_af8 = set_projection_dtype_(quantize_model_(copy.deepcopy(ours)), "int8").eval()
+    ours_af8_bf16 = quantize_model_(copy.deepcopy(ours), projection_dtype="bfloat16").eval()
     threads = torch.get_num_threads()
     print(f"onnxruntime {onnxruntime.__version__}, {threads} intra-op threads")
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,10 +151,12 @@ def compare_with_onnx_runtime(ours, bert, args) -> None:
                     "BERT ORT fp32": (lambda: sessions["BERT ORT fp32"].run(["logits"], feed), 1.0),
                     "BERT ORT int8": (lambda: sessions["BERT ORT int8"].run(["logits"], feed), 1.0),
                     "ours fp32": (lambda: ours(input_ids=ids, attention_mask=mask), 1.0),
+                    "ours AF8, bf16 projections": (lambda: ours_af8_bf16(input_ids=ids, attention_mask=mask), 1.0),
                     "ours AF8": (lambda: ours_af8(input_ids=ids, attention_mask=mask), 1.0),
                 }
                 ms = {name: us / 1e3 for name, us in interleaved_medians(contenders, args.seconds).items()}
-            print(f"\nbatch {batch}x{args.seq}, medians of interleaved slices")
+            print(f"\n{machine()}, {threads} threads; batch {batch}x{args.seq}, random ids, no early exit, "
+                  "medians of interleaved slices")
             print(f"| contender | ms | ours AF8 is faster by | ours fp32 is faster by |")
             print(f"|---|---|---|---|")
             for name, value in ms.items():

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("out", help="output folder (replaced only when quantization and verification succeed)")
     parser.add_argument("--bits", type=int, default=8)
     parser.add_argument("--exponent-bits", type=int, default=3)
-    parser.add_argument("--projection-dtype", default="bfloat16", choices=["bfloat16", "float32"],
+    parser.add_argument("--projection-dtype", default="bfloat16", choices=["bfloat16", "float32", "int8"],
                         help="activations of the q/k/v, output, pooler and classifier products (weights are exact)")
     args = parser.parse_args(argv)
     out = quantize_checkpoint(args.src, args.out, args.bits, args.exponent_bits, args.projection_dtype)

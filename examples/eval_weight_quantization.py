@@ -4,7 +4,8 @@
 Contenders, all from the same fp32 checkpoint:
   * fp32: the checkpoint as it is;
   * AdaptivFloat<8,3>, the real quantized checkpoint (uint8 codes, 8-bit CPU FFF kernel), with the projections'
-    activations in bf16 (the shipped default) and in fp32;
+    and attention's activations in bf16 (the default), in fp32, and with the projections through PyTorch's dynamic
+    int8 linear (decoded weights rounded again to per-channel int8, int8 activations);
   * int8: every weight matrix rounded to symmetric per-tensor int8 (scale max|w|/127) and run in fp32 (simulated:
     the accuracy of the format, not a kernel).
 
@@ -26,7 +27,11 @@ from transformers import AutoTokenizer  # noqa: E402
 
 from conversion.quantize_adaptivfloat import quantize_checkpoint  # noqa: E402
 from modeling_ultrafastbert import UltraFastBertForSequenceClassification  # noqa: E402
-from modeling_ultrafastbert.adaptivfloat import int8_symmetric_dequantize, int8_symmetric_quantize  # noqa: E402
+from modeling_ultrafastbert.adaptivfloat import (  # noqa: E402
+    int8_symmetric_dequantize,
+    int8_symmetric_quantize,
+    set_projection_dtype_,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,13 +86,12 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = quantize_checkpoint(source, Path(tmp) / "af8")
         quantized = UltraFastBertForSequenceClassification.from_pretrained(folder).eval()
-        results["AdaptivFloat<8,3>, bf16 projections"] = (accuracy(quantized, tokenizer, sentences, labels),
-                                                           weight_bytes(folder))
-        for module in quantized.modules():
-            if hasattr(module, "projection_dtype"):
-                module.projection_dtype = "float32"
-        results["AdaptivFloat<8,3>, fp32 projections"] = (accuracy(quantized, tokenizer, sentences, labels),
-                                                           weight_bytes(folder))
+        for projection_dtype, label in (("bfloat16", "bf16 projections and attention"),
+                                        ("float32", "fp32 projections and attention"),
+                                        ("int8", "int8 dynamic projections, bf16 attention")):
+            set_projection_dtype_(quantized, projection_dtype)
+            results[f"AdaptivFloat<8,3>, {label}"] = (accuracy(quantized, tokenizer, sentences, labels),
+                                                      weight_bytes(folder))
     int8 = UltraFastBertForSequenceClassification.from_pretrained(source).eval()
     round_weights_to_int8_(int8)
     results["int8 symmetric per-tensor (simulated)"] = (accuracy(int8, tokenizer, sentences, labels), None)

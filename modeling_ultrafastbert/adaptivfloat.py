@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     cpu_fff_forward_adaptivfloat8 = cpu_kernel_available = None
 
 WEIGHT_QUANTIZATION_FORMATS = ("adaptivfloat",)
-PROJECTION_DTYPES = ("float32", "bfloat16")
+PROJECTION_DTYPES = ("float32", "bfloat16", "int8")
 
 
 def _check_format(bits: int, exponent_bits: int) -> int:
@@ -164,7 +164,9 @@ class _AdaptivFloatWeight:
 class AdaptivFloatLinear(_AdaptivFloatWeight, nn.Module):
     """``nn.Linear`` whose weight is stored as AdaptivFloat codes. The product runs on the weight decoded once (exactly:
     an AdaptivFloat-8 value with up to 4 mantissa bits is a bfloat16) in ``projection_dtype``: "bfloat16" casts the
-    activations to bf16 for the matmul (fp32 accumulation; AMX/AVX512-BF16 on recent CPUs), "float32" keeps them."""
+    activations to bf16 for the matmul (fp32 accumulation; AMX/AVX512-BF16 on recent CPUs), "float32" keeps them,
+    "int8" (CPU) rounds the decoded weight once more to per-channel int8 and runs PyTorch's dynamic int8 linear
+    (activations quantized per call; oneDNN AMX/VNNI kernels): fastest here, but no longer exact AdaptivFloat."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 8, exponent_bits: int = 3,
                  projection_dtype: str = "bfloat16"):
@@ -173,6 +175,7 @@ class AdaptivFloatLinear(_AdaptivFloatWeight, nn.Module):
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.exponent_bits = bits, exponent_bits
         self.projection_dtype = projection_dtype
+        self.output_dtype = None  # None: the input's dtype
         self._register_codes("weight", (out_features, in_features), bits, exponent_bits)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
@@ -188,18 +191,61 @@ class AdaptivFloatLinear(_AdaptivFloatWeight, nn.Module):
                 module.bias.copy_(linear.bias)
         return module
 
+    def _int8_packed(self):
+        """The decoded weight rounded to per-output-channel int8 and prepacked for PyTorch's dynamic int8 linear
+        (oneDNN: AMX/VNNI int8), cached like the decoded weights; None where that path is unavailable."""
+        codes = self.weight_codes
+        key = ("int8", codes.data_ptr(), codes._version, self.weight_exponent_bias._version)
+        cached = self._decoded.get("int8")
+        if cached is None or cached[0] != key:
+            cached = (key, _prepack_int8(self.decoded("weight", torch.float32)))
+            self._decoded["int8"] = cached
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.projection_dtype not in PROJECTION_DTYPES:
             raise ValueError(f"projection_dtype must be one of {PROJECTION_DTYPES}, got {self.projection_dtype!r}")
-        if self.projection_dtype == "bfloat16" and x.dtype == torch.float32:
-            y = nn.functional.linear(x.to(torch.bfloat16), self.decoded("weight", torch.bfloat16)).to(x.dtype)
-        else:
+        y = None
+        if self.projection_dtype == "int8" and x.is_cpu and not (torch.is_grad_enabled() and x.requires_grad):
+            packed = self._int8_packed()
+            if packed is not None:
+                y = torch.ops.quantized.linear_dynamic(x.reshape(-1, self.in_features).float(), packed, False)
+                y = y.view(*x.shape[:-1], self.out_features)
+        if y is None and self.projection_dtype != "float32" and x.dtype in (torch.float32, torch.bfloat16):
+            y = nn.functional.linear(x.to(torch.bfloat16), self.decoded("weight", torch.bfloat16))
+        if y is None:
             y = nn.functional.linear(x, self.decoded("weight", x.dtype))
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        # the attention's q/k/v may stay bf16 (attention in bf16); everything else returns in the input's dtype
+        return y.to(self.output_dtype or x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"weight=AdaptivFloat<{self.bits},{self.exponent_bits}>, projection_dtype={self.projection_dtype}")
+
+
+def _prepack_int8(weight: torch.Tensor):
+    """Per-output-channel symmetric int8 of ``weight``, prepacked by oneDNN (else the default engine); None if the
+    quantized CPU ops are missing from this torch build."""
+    import warnings
+
+    try:
+        engines = torch.backends.quantized.supported_engines
+        previous = torch.backends.quantized.engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized tensor creation warns that it is deprecated
+            scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).double()
+            qweight = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
+                                                 torch.qint8)
+            try:
+                if "onednn" in engines:
+                    torch.backends.quantized.engine = "onednn"  # the engine is chosen at prepack time
+                return torch.ops.quantized.linear_prepack(qweight, None)
+            finally:
+                torch.backends.quantized.engine = previous
+    except (RuntimeError, AttributeError):
+        return None
 
 
 class AdaptivFloatEmbedding(_AdaptivFloatWeight, nn.Module):
@@ -349,7 +395,10 @@ def _swap_modules_(model: nn.Module, spec: dict, convert: bool) -> nn.Module:
                        AdaptivFloatEmbedding(child.num_embeddings, child.embedding_dim, bits, exponent_bits))
             else:
                 continue
-            setattr(module, child_name, new)
+            if child_name == "query_key_value" and projection_dtype != "float32":
+                # q/k/v leave the projection in bf16, so that attention runs in bf16 too (AMX on recent CPUs)
+                new.output_dtype = torch.bfloat16
+            setattr(module, child_name, new.train(child.training))
     return model
 
 
@@ -370,4 +419,18 @@ def quantize_model_(model: nn.Module, bits: int = 8, exponent_bits: int = 3,
         raise ValueError("the model is already quantized")
     _swap_modules_(model, spec, convert=True)
     model.config.weight_quantization = spec
+    return model
+
+
+def set_projection_dtype_(model: nn.Module, projection_dtype: str) -> nn.Module:
+    """Switch how every AdaptivFloatLinear of ``model`` computes (see AdaptivFloatLinear), recording it in the config."""
+    if projection_dtype not in PROJECTION_DTYPES:
+        raise ValueError(f"projection_dtype must be one of {PROJECTION_DTYPES}, got {projection_dtype!r}")
+    for name, module in model.named_modules():
+        if isinstance(module, AdaptivFloatLinear):
+            module.projection_dtype = projection_dtype
+            if name.endswith("query_key_value"):
+                module.output_dtype = None if projection_dtype == "float32" else torch.bfloat16
+    if getattr(model.config, "weight_quantization", None):
+        model.config.weight_quantization = {**model.config.weight_quantization, "projection_dtype": projection_dtype}
     return model

@@ -140,6 +140,8 @@ class UltraFastBertSelfAttention(nn.Module):
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
         query, key, value = (part.transpose(1, 2) for part in qkv.unbind(3))  # (batch, heads, seq, head_dim) views
+        if attention_mask is not None and attention_mask.dtype != query.dtype:
+            attention_mask = attention_mask.to(query.dtype)  # AdaptivFloat models may run attention in bf16
 
         implementation = self.config._attn_implementation or "eager"
         if output_attentions:
