@@ -326,3 +326,23 @@ def test_quantized_checkpoint_is_small_and_loads_in_a_clean_environment(tmp_path
     )
     assert "adaptivfloat AdaptivFloatFastFeedForward" in output
     assert "same logits" in output
+
+
+def test_int8_projections_stay_close_and_switch_back():
+    from modeling_ultrafastbert.adaptivfloat import set_projection_dtype_
+
+    _, quantized, dequantized = _pair(projection_dtype="float32")
+    ids = torch.randint(1, 211, (2, 20), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[0, 12:] = 0
+    with torch.no_grad():
+        expected = dequantized(ids, attention_mask=mask).logits
+        set_projection_dtype_(quantized, "int8")
+        assert quantized.config.weight_quantization["projection_dtype"] == "int8"
+        qkv = quantized.ultrafastbert.layers[0].attention.query_key_value
+        assert qkv.output_dtype == torch.bfloat16  # attention runs in bf16 with the 8-bit projections
+        torch.testing.assert_close(quantized(ids, attention_mask=mask).logits, expected, rtol=0.05, atol=0.05)
+        set_projection_dtype_(quantized, "float32")
+        torch.testing.assert_close(quantized(ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="projection_dtype"):
+        set_projection_dtype_(quantized, "int4")
