@@ -346,3 +346,43 @@ def test_int8_projections_stay_close_and_switch_back():
         torch.testing.assert_close(quantized(ids, attention_mask=mask).logits, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="projection_dtype"):
         set_projection_dtype_(quantized, "int4")
+
+
+def test_triton_8bit_kernel_in_the_interpreter_equals_grouped_kernel_on_decoded_weights(tmp_path):
+    """TRITON_INTERPRET=1 runs the Triton kernels on CPU tensors (a fresh interpreter: the flag is read at import)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("triton")
+    from conftest import REPO_ROOT
+
+    code = textwrap.dedent(
+        """
+        import torch
+        from modeling_ultrafastbert import fff_triton_kernel as tk
+        from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize
+        from modeling_ultrafastbert.fast_feedforward import fff_conditional_torch
+        g = torch.Generator().manual_seed(0)
+        for tokens, hidden, depth in [(40, 32, 3), (70, 48, 4)]:
+            nodes = 2 ** (depth + 1) - 1
+            w1 = torch.randn(1, nodes, hidden, generator=g) / hidden**0.5
+            b = torch.randn(1, nodes, generator=g) * 0.1
+            w2 = torch.randn(1, nodes, hidden, generator=g) * 0.3
+            c1, e1 = adaptivfloat_quantize(w1)
+            c2, e2 = adaptivfloat_quantize(w2)
+            d1, d2 = adaptivfloat_dequantize(c1, e1), adaptivfloat_dequantize(c2, e2)
+            x = torch.randn(tokens, hidden, generator=g)
+            res = torch.randn(tokens, hidden, generator=g)
+            got = tk.fff_forward_adaptivfloat8(x, c1, e1, b, c2, e2, residual=res)
+            assert torch.equal(got, tk._forward_grouped(x, d1, b, d2, depth, torch.empty_like(x), res))
+            torch.testing.assert_close(got, res + fff_conditional_torch(x, d1, b, d2), rtol=1e-5, atol=1e-5)
+        print("interpreter ok")
+        """
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "interpreter ok" in result.stdout
