@@ -100,7 +100,7 @@ def adaptivfloat_quantize(tensor: torch.Tensor, bits: int = 8, exponent_bits: in
     bias = adaptivfloat_exponent_bias(tensor, bits, exponent_bits)
     if exponent_bias is not None:
         bias = int(exponent_bias)
-    magnitudes = adaptivfloat_magnitudes(bias, bits, exponent_bits)
+    magnitudes = adaptivfloat_magnitudes(bias, bits, exponent_bits).to(tensor.device)
     midpoints = (magnitudes[1:] + magnitudes[:-1]) / 2  # exact in float64 (one more bit than the magnitudes need)
     values = tensor.detach().double()
     absolute = values.abs()
