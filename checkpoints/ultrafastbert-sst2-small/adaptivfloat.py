@@ -38,6 +38,14 @@ try:  # the compiled CPU kernel with an AdaptivFloat-8 variant; absent without a
 except ImportError:  # pragma: no cover - depends on the environment
     cpu_fff_forward_adaptivfloat8 = cpu_kernel_available = None
 
+try:  # the Triton kernels with an AdaptivFloat-8 variant (CUDA); Triton is optional
+    from .fff_triton_kernel import GROUPED_MAX_DEPTH as TRITON_AF8_MAX_DEPTH
+    from .fff_triton_kernel import fff_forward_adaptivfloat8 as triton_fff_forward_adaptivfloat8
+    from .fff_triton_kernel import is_available as triton_kernel_available
+except ImportError:  # pragma: no cover - depends on the environment
+    triton_fff_forward_adaptivfloat8 = triton_kernel_available = None
+    TRITON_AF8_MAX_DEPTH = -1
+
 WEIGHT_QUANTIZATION_FORMATS = ("adaptivfloat",)
 PROJECTION_DTYPES = ("float32", "bfloat16", "int8")
 
@@ -92,7 +100,7 @@ def adaptivfloat_quantize(tensor: torch.Tensor, bits: int = 8, exponent_bits: in
     bias = adaptivfloat_exponent_bias(tensor, bits, exponent_bits)
     if exponent_bias is not None:
         bias = int(exponent_bias)
-    magnitudes = adaptivfloat_magnitudes(bias, bits, exponent_bits)
+    magnitudes = adaptivfloat_magnitudes(bias, bits, exponent_bits).to(tensor.device)
     midpoints = (magnitudes[1:] + magnitudes[:-1]) / 2  # exact in float64 (one more bit than the magnitudes need)
     values = tensor.detach().double()
     absolute = values.abs()
@@ -277,8 +285,9 @@ class AdaptivFloatEmbedding(_AdaptivFloatWeight, nn.Module):
 
 class AdaptivFloatFastFeedForward(_AdaptivFloatWeight, nn.Module):
     """A ``FastFeedForward`` whose input and output rows are AdaptivFloat codes (one exponent bias per tensor); the
-    node biases stay fp32. Eval-mode conditional inference on the CPU runs the compiled kernel that reads the 8-bit rows
-    and decodes them in registers; elsewhere (other formats, GPU, "dense", training) it runs on decoded weights."""
+    node biases stay fp32. Eval-mode conditional inference runs kernels that read the 8-bit rows and decode them in
+    registers: the compiled CPU kernel, and on CUDA the grouped Triton kernel (one tree, depth <= 11); elsewhere
+    (other formats or shapes, "dense", training) it runs on decoded weights."""
 
     def __init__(self, hidden_size: int, depth: int, trees: int = 1, bits: int = 8, exponent_bits: int = 3,
                  inference: str = "conditional", kernel: str = "auto"):
@@ -315,6 +324,15 @@ class AdaptivFloatFastFeedForward(_AdaptivFloatWeight, nn.Module):
             return False  # the kernel is forward-only; the decoded-weight path below is differentiable in x
         return cpu_kernel_available()[0]
 
+    def _uses_triton_kernel(self, x: torch.Tensor) -> bool:
+        if self.kernel == "torch" or not x.is_cuda or (self.bits, self.exponent_bits) != (8, 3):
+            return False
+        if self.trees != 1 or not 1 <= self.depth <= TRITON_AF8_MAX_DEPTH or triton_fff_forward_adaptivfloat8 is None:
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or self.in_bias.requires_grad):
+            return False
+        return triton_kernel_available()[0]
+
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"FastFeedForward expects inputs with last dimension {self.hidden_size}, got {tuple(x.shape)}")
@@ -335,6 +353,11 @@ class AdaptivFloatFastFeedForward(_AdaptivFloatWeight, nn.Module):
                 int(self.out_weight_exponent_bias),
             )
             y = y if residual_2d is None else residual_2d + y
+        elif self._uses_triton_kernel(x2d):
+            y = triton_fff_forward_adaptivfloat8(
+                x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias.to(x.dtype),
+                self.out_weight_codes, int(self.out_weight_exponent_bias), residual=residual_2d,
+            )
         else:
             if self.kernel == "native" and x.is_cpu:
                 raise RuntimeError("fff_kernel='native' was requested, but the AdaptivFloat-8 CPU kernel cannot run "
