@@ -197,6 +197,30 @@ def model_bench(dtype, batch=32, seq=128):
         print(f"{name:52s} {t:11.1f} {ref / t:15.2f}x")
 
 
+def adaptivfloat8_bench(tokens_list, dtype, hidden=768, depth=11):
+    """The grouped kernel reading AdaptivFloat-8 rows vs the same kernel on the decoded 16-bit weights (GPU time)."""
+    from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize
+
+    nodes = 2 ** (depth + 1) - 1
+    in_w = torch.randn(1, nodes, hidden, device="cuda") / hidden**0.5
+    in_b = (torch.randn(1, nodes, device="cuda") * 0.1).to(dtype)
+    out_w = torch.randn(1, nodes, hidden, device="cuda") / (depth + 1) ** 0.5
+    c1, e1 = adaptivfloat_quantize(in_w)
+    c2, e2 = adaptivfloat_quantize(out_w)
+    d1, d2 = adaptivfloat_dequantize(c1, e1).to(dtype), adaptivfloat_dequantize(c2, e2).to(dtype)
+    print(f"\n== AdaptivFloat-8 rows vs {dtype} rows, grouped kernel, hidden {hidden}, depth {depth} "
+          "(GPU time: CUDA-graph replay medians)")
+    print(f"{'tokens':>7} {dtype!s:>16} {'AdaptivFloat-8':>15} {'8-bit faster by':>16}  check")
+    for tokens in tokens_list:
+        x = torch.randn(tokens, hidden, device="cuda", dtype=dtype)
+        y16 = tk.fff_forward(x, d1, in_b, d2, strategy="grouped")
+        y8 = tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2)
+        same = torch.equal(y8, y16)
+        t16 = graph_us(lambda i: tk.fff_forward(x, d1, in_b, d2, strategy="grouped"))
+        t8 = graph_us(lambda i: tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2))
+        print(f"{tokens:>7} {t16:14.1f}us {t8:13.1f}us {t16 / t8:15.2f}x  {'identical' if same else 'DIFFERENT'}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
@@ -204,6 +228,8 @@ def main():
     parser.add_argument("--skip-model", action="store_true")
     parser.add_argument("--skip-layer", action="store_true")
     parser.add_argument("--sweep", type=int, nargs="*", default=[], help="token counts for the tuning sweep")
+    parser.add_argument("--adaptivfloat8", type=int, nargs="*", default=None,
+                        help="token counts for the AdaptivFloat-8 vs 16-bit grouped-kernel comparison (e.g. 16384)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("this benchmark needs a CUDA GPU")
@@ -211,6 +237,8 @@ def main():
     props = torch.cuda.get_device_properties(0)
     print(f"GPU: {props.name}, {props.multi_processor_count} SMs | torch {torch.__version__} (CUDA {torch.version.cuda}) "
           f"| triton {triton.__version__} | python {platform.python_version()}")
+    if args.adaptivfloat8 is not None:
+        adaptivfloat8_bench(args.adaptivfloat8 or [4096, 16384, 65536], DTYPES[args.dtype])
     if not args.skip_layer:
         layer_bench(args.tokens, DTYPES[args.dtype], args.sweep)
     if not args.skip_model:

@@ -40,6 +40,9 @@ class UltraFastBertConfig(PreTrainedConfig):
         fff_kernel (`str`, *optional*, defaults to `"auto"`): conditional implementation, `"auto"` (best available
             for the tensor's device), `"torch"` (pure PyTorch) or `"native"` (compiled CPU / GPU kernel, error if
             absent).
+        weight_quantization (`dict`, *optional*): set on AdaptivFloat checkpoints (`conversion/quantize_adaptivfloat.py`),
+            e.g. `{"format": "adaptivfloat", "bits": 8, "exponent_bits": 3, "projection_dtype": "bfloat16"}`: the
+            weight matrices are stored as uint8 codes with per-tensor exponent biases; `None` for float weights.
     """
 
     model_type = "ultrafastbert"
@@ -65,6 +68,7 @@ class UltraFastBertConfig(PreTrainedConfig):
     classifier_pool_includes_padding: bool = False
     fff_inference: str = "conditional"
     fff_kernel: str = "auto"
+    weight_quantization: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:
@@ -103,6 +107,13 @@ class UltraFastBertConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"UltraFastBertConfig.{name} must be a probability in [0, 1], got {value!r}")
+        if self.weight_quantization is not None and (
+            not isinstance(self.weight_quantization, dict) or self.weight_quantization.get("format") != "adaptivfloat"
+        ):
+            raise ValueError(
+                "UltraFastBertConfig.weight_quantization must be None or a dict with format 'adaptivfloat', got "
+                f"{self.weight_quantization!r}"
+            )
         if not isinstance(self.layer_norm_eps, (int, float)) or self.layer_norm_eps <= 0:
             raise ValueError(f"UltraFastBertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:

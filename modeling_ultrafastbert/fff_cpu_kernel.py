@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 OP_NAME = "ultrafastbert::fff_forward_cpu"
+OP_NAME_ADAPTIVFLOAT8 = "ultrafastbert::fff_forward_cpu_af8"
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 _CPP_SOURCE = r"""
@@ -47,6 +48,9 @@ _CPP_SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <c10/util/intrusive_ptr.h>
 #include <torch/library.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -74,6 +78,21 @@ inline float bf16_to_float(uint16_t v) {
 inline float load_w(const float* p, int64_t i) { return p[i]; }
 inline float load_w(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
 
+// AdaptivFloat<8, 3> codes (sign | 3 exponent bits | 4 mantissa bits) decoded arithmetically to their "unit" values
+// 2**field * (1 + mantissa/16), i.e. with exponent bias 0: the fp32 bit pattern is the 7 magnitude bits shifted
+// under the fp32 exponent (+127) and the sign moved to bit 31; the magnitude-0 codes are zero. The tensor's scale
+// 2**exponent_bias is applied to the dot product and to the gate instead, which is exact (a power of two): the result
+// equals the fp32 kernel on the decoded weights to fp32 rounding (mostly bit for bit).
+constexpr uint32_t kAf8MantissaBits = 4;
+inline float af8_unit(uint8_t c) {
+  const uint32_t mag = c & 0x7Fu;
+  uint32_t u = mag == 0 ? 0u : (((mag << (23 - kAf8MantissaBits)) + (127u << 23)) | (uint32_t(c & 0x80u) << 24));
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline float load_w(const uint8_t* p, int64_t i) { return af8_unit(p[i]); }
+
 inline f32x16 load16(const float* p) {
   f32x16 v;
   std::memcpy(&v, p, sizeof(v));
@@ -86,6 +105,25 @@ inline f32x16 load16(const uint16_t* p) {  // bf16 -> fp32 is a 16-bit left shif
   f32x16 v;
   std::memcpy(&v, &u, sizeof(v));
   return v;
+}
+inline f32x16 load16(const uint8_t* p) {  // 16 codes -> 16 floats in registers: zero-extend, shift, add, mask
+#if defined(__AVX512F__)
+  // with intrinsics (GCC scalarises the generic uint8 -> uint32 vector conversion). Sign-extending puts copies of the
+  // sign above the 7 magnitude bits: shifted under the fp32 exponent, masked to (sign | magnitude) and offset by the
+  // exponent 127 (no carry reaches the sign), zeroed where the magnitude is 0. 5 instructions per 16 weights.
+  const __m512i s = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __mmask16 nonzero = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
+  const __m512i fields = _mm512_and_si512(_mm512_slli_epi32(s, 23 - kAf8MantissaBits),
+                                          _mm512_set1_epi32(int32_t(0x80000000u | (0x7Fu << (23 - kAf8MantissaBits)))));
+  const __m512i bits = _mm512_maskz_add_epi32(nonzero, fields, _mm512_set1_epi32(127 << 23));
+  f32x16 v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+#else
+  f32x16 v;
+  for (int i = 0; i < 16; ++i) v[i] = af8_unit(p[i]);
+  return v;
+#endif
 }
 inline void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof(v)); }
 
@@ -168,7 +206,7 @@ inline void dot_shared(const float* const* x, const W* w, int64_t H, float* out)
 template <typename W, int G>
 inline void walk_group(const float* x, int64_t xs, const W* tree, const float* tree_bias, int64_t row,
                        int64_t in_bytes, int64_t H, int64_t C, int64_t j, const int64_t* order, int64_t* node,
-                       bool last, int64_t level, int64_t levels, float* gates, int64_t* path) {
+                       bool last, int64_t level, int64_t levels, float* gates, int64_t* path, float in_scale) {
   const float* xg[G];
   const W* rg[G];
   int64_t ng[G];
@@ -198,7 +236,7 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
   }
   for (int g = 0; g < G; ++g) {
     const int64_t i = order[j + g];
-    z[g] += tree_bias[ng[g]];
+    z[g] = z[g] * in_scale + tree_bias[ng[g]];  // in_scale: 1, or 2**exponent_bias of AdaptivFloat rows (exact)
     gates[i * levels + level] = gelu(z[g]);
     path[i * levels + level] = ng[g];
     node[i] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
@@ -209,7 +247,7 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
 // the levels, so y is written once per tree instead of read and written at every level.
 template <typename W>
 inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H, const float* gate,
-                               const int64_t* path, int64_t levels, bool first) {
+                               const int64_t* path, int64_t levels, bool first, float out_scale) {
   constexpr int V = 16;
   int64_t b = 0;
   for (; b + V * 16 <= H; b += V * 16) {
@@ -217,7 +255,7 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
     for (int v = 0; v < V; ++v) acc[v] = first ? f32x16{0} : load16(yi + b + 16 * v);
     for (int64_t l = 0; l < levels; ++l) {
       const W* w = tree + path[l] * row + H + b;
-      const float a = gate[l];
+      const float a = gate[l] * out_scale;
 #pragma GCC unroll 16
       for (int v = 0; v < V; ++v) acc[v] += a * load16(w + 16 * v);
     }
@@ -225,12 +263,12 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
   }
   for (; b + 16 <= H; b += 16) {
     f32x16 acc = first ? f32x16{0} : load16(yi + b);
-    for (int64_t l = 0; l < levels; ++l) acc += gate[l] * load16(tree + path[l] * row + H + b);
+    for (int64_t l = 0; l < levels; ++l) acc += (gate[l] * out_scale) * load16(tree + path[l] * row + H + b);
     store16(yi + b, acc);
   }
   for (; b < H; ++b) {
     float s = first ? 0.f : yi[b];
-    for (int64_t l = 0; l < levels; ++l) s += gate[l] * load_w(tree + path[l] * row + H, b);
+    for (int64_t l = 0; l < levels; ++l) s += (gate[l] * out_scale) * load_w(tree + path[l] * row + H, b);
     yi[b] = s;
   }
 }
@@ -240,7 +278,7 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
 // rows are visited in address order. Groups of kGroup tokens run their dots together to overlap memory latency.
 template <typename W>
 void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const W* packed, const float* bias,
-                int64_t K, int64_t N, int64_t levels, int64_t H) {
+                int64_t K, int64_t N, int64_t levels, int64_t H, float in_scale = 1.f, float out_scale = 1.f) {
   const int64_t C = t1 - t0;
   const int64_t row = 2 * H;
   const int64_t in_bytes = H * int64_t(sizeof(W));
@@ -256,10 +294,10 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
       int64_t j = 0;
       for (; j + kGroup <= C; j += kGroup)
         walk_group<W, kGroup>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
-                              levels, gates.data(), path.data());
+                              levels, gates.data(), path.data(), in_scale);
       for (; j < C; ++j)
         walk_group<W, 1>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
-                         levels, gates.data(), path.data());
+                         levels, gates.data(), path.data(), in_scale);
       if (last || C < 2) continue;
       // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
       int64_t out = 0;
@@ -276,7 +314,7 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
     }
     for (int64_t i = 0; i < C; ++i)
       accumulate_outputs(y + (t0 + i) * H, tree, row, H, gates.data() + i * levels, path.data() + i * levels, levels,
-                         k == 0);
+                         k == 0, out_scale);
   }
 }
 
@@ -374,6 +412,57 @@ at::Tensor fff_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::
   return dt == at::kFloat ? y : y.to(x.scalar_type());
 }
 
+// The FFF with AdaptivFloat<8, 3> rows: in_codes / out_codes (K, N, H) uint8 with one exponent bias each. Packed
+// node-major like the fp32 weights (2*H bytes per node) and cached the same way.
+at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_t in_exponent_bias, const at::Tensor& b,
+                               const at::Tensor& w2, int64_t out_exponent_bias) {
+  TORCH_CHECK(x.device().is_cpu() && w1.device().is_cpu() && b.device().is_cpu() && w2.device().is_cpu(),
+              "fff_forward_cpu_af8: all tensors must be on the CPU");
+  TORCH_CHECK(x.dim() == 2, "fff_forward_cpu_af8: x must be (tokens, hidden), got ", x.dim(), " dims");
+  TORCH_CHECK(w1.dim() == 3 && w2.dim() == 3 && b.dim() == 2 && w1.sizes() == w2.sizes() &&
+              b.size(0) == w1.size(0) && b.size(1) == w1.size(1),
+              "fff_forward_cpu_af8: expected in_codes (K, N, H), in_bias (K, N), out_codes (K, N, H); got ",
+              w1.sizes(), ", ", b.sizes(), ", ", w2.sizes());
+  TORCH_CHECK(w1.scalar_type() == at::kByte && w2.scalar_type() == at::kByte,
+              "fff_forward_cpu_af8: the codes must be uint8");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "fff_forward_cpu_af8: x must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(b.is_floating_point(), "fff_forward_cpu_af8: in_bias must be floating point");
+  TORCH_CHECK(x.size(1) == w1.size(2), "fff_forward_cpu_af8: x has hidden size ", x.size(1),
+              " but the codes have ", w1.size(2));
+  // the scales and the largest unit value (2**8 > 2**7 * 1.9375) must stay normal fp32 numbers for exactness
+  for (int64_t e : {in_exponent_bias, out_exponent_bias})
+    TORCH_CHECK(e >= -126 && e + 8 <= 127, "fff_forward_cpu_af8: exponent bias ", e, " is outside [-126, 119]");
+  const int64_t K = w1.size(0), N = w1.size(1), H = w1.size(2), T = x.size(0);
+  TORCH_CHECK(N >= 1 && ((N + 1) & N) == 0, "fff_forward_cpu_af8: nodes per tree must be 2**(D+1)-1, got ", N);
+  int64_t levels = 0;
+  while ((int64_t(1) << levels) - 1 < N) ++levels;
+
+  if (T == 0 || H == 0) return at::zeros({T, H}, x.options());
+  at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
+  at::Tensor packed, bias;
+  std::tie(packed, bias) = packed_weights(w1, b, w2);
+  at::Tensor xf = x;
+  if (x.scalar_type() != at::kFloat || x.stride(1) != 1) xf = x.to(at::kFloat).contiguous();
+  const float* xp = xf.data_ptr<float>();
+  const int64_t xs = xf.stride(0);
+  float* yp = y.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  const uint8_t* wp = packed.data_ptr<uint8_t>();
+  const float in_scale = std::ldexp(1.f, int(in_exponent_bias)), out_scale = std::ldexp(1.f, int(out_exponent_bias));
+
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, (T + threads - 1) / threads));
+  const int64_t chunks = (T + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t t0 = c * chunk, t1 = std::min(T, t0 + chunk);
+      walk_chunk<uint8_t>(xp, xs, yp, t0, t1, wp, bp, K, N, levels, H, in_scale, out_scale);
+    }
+  });
+  return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+}
+
 int64_t packed_cache_size() {
   std::lock_guard<std::mutex> guard(cache_mutex);
   return int64_t(cache.size());
@@ -384,10 +473,13 @@ int64_t packed_cache_size() {
 TORCH_LIBRARY_FRAGMENT(ultrafastbert, m) {
   m.def("fff_forward_cpu(Tensor x, Tensor in_weight, Tensor in_bias, Tensor out_weight) -> Tensor");
   m.def("fff_cpu_packed_cache_size() -> int", &packed_cache_size);
+  m.def("fff_forward_cpu_af8(Tensor x, Tensor in_codes, int in_exponent_bias, Tensor in_bias, Tensor out_codes, "
+        "int out_exponent_bias) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
   m.impl("fff_forward_cpu", &fff_forward_cpu);
+  m.impl("fff_forward_cpu_af8", &fff_forward_cpu_af8);
 }
 """
 
@@ -401,6 +493,7 @@ OP_SCHEMA = "fff_forward_cpu(Tensor x, Tensor in_weight, Tensor in_bias, Tensor 
 _state_lock = threading.Lock()
 _status: tuple[bool, str] | None = None
 _op = None
+_op_adaptivfloat8 = None
 
 # One process can hold several copies of this file: the package's, and one per checkpoint loaded as remote code
 # (transformers_modules/<checkpoint>/<hash>/fff_cpu_kernel.py). torch's operator registry is process-wide: loading a
@@ -660,15 +753,15 @@ def _register_fake() -> None:
         return x.new_empty(x.shape)
 
 
-def _torch_has_fake_impl() -> bool:
+def _torch_has_fake_impl(op_name: str = OP_NAME) -> bool:
     """Whether torch already holds a fake (or Meta) kernel for the op, e.g. from a copy of this file that predates
     the shared record. The registry is a torch internal, so this is checked defensively."""
-    if torch._C._dispatch_has_kernel_for_dispatch_key(OP_NAME, "Meta"):
+    if torch._C._dispatch_has_kernel_for_dispatch_key(op_name, "Meta"):
         return True
     try:
         from torch._library.simple_registry import singleton
 
-        return singleton.find(OP_NAME).fake_impl.kernel is not None
+        return singleton.find(op_name).fake_impl.kernel is not None
     except Exception:  # a torch whose registry looks different: register and let torch decide
         return False
 
@@ -685,8 +778,11 @@ def _load() -> tuple[bool, str]:
             if schema != "ultrafastbert::" + OP_SCHEMA:
                 raise RuntimeError(f"the op loaded in this process has the schema {schema!r}, this code needs "
                                    f"{OP_SCHEMA!r}")
-            if not state.fake_registered and not _torch_has_fake_impl():
-                _register_fake()
+            if not state.fake_registered:
+                if not _torch_has_fake_impl(OP_NAME):
+                    _register_fake()
+                if not _torch_has_fake_impl(OP_NAME_ADAPTIVFLOAT8):
+                    _register_fake_adaptivfloat8()
             state.fake_registered = True
             _op = torch.ops.ultrafastbert.fff_forward_cpu.default
     except Exception as error:  # no compiler, no headers, read-only cache, ... -> fall back, saying why
@@ -746,6 +842,49 @@ def fff_forward(
     ):
         _check_inputs(x, in_weight, in_bias, out_weight)
     return _op(x, in_weight, in_bias, out_weight)
+
+
+def _register_fake_adaptivfloat8() -> None:
+    @torch.library.register_fake(OP_NAME_ADAPTIVFLOAT8)
+    def _(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias):
+        torch._check(x.dim() == 2, lambda: "fff_forward_cpu_af8: x must be (tokens, hidden)")
+        torch._check(x.shape[1] == in_codes.shape[2], lambda: "fff_forward_cpu_af8: hidden size mismatch")
+        return x.new_empty(x.shape)
+
+
+def fff_forward_adaptivfloat8(
+    x: torch.Tensor,
+    in_codes: torch.Tensor,
+    in_exponent_bias: int,
+    in_bias: torch.Tensor,
+    out_codes: torch.Tensor,
+    out_exponent_bias: int,
+) -> torch.Tensor:
+    """Conditional FFF on the CPU with AdaptivFloat<8, 3> rows: ``in_codes`` / ``out_codes`` (K, N, H) uint8, each with
+    its per-tensor exponent bias (see adaptivfloat.py); ``in_bias`` (K, N) float; ``x`` (T, H) float32 or bfloat16.
+    Equals the fp32 kernel on the decoded weights to fp32 rounding (the tensor scales are powers of two)."""
+    global _op_adaptivfloat8
+    if _op_adaptivfloat8 is None:
+        ok, reason = is_available()
+        if not ok:
+            raise RuntimeError(reason)
+        if not hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8"):  # a library built by an older copy
+            raise RuntimeError("the FFF CPU kernel loaded in this process has no 8-bit AdaptivFloat op; it was "
+                               "built from an older copy of fff_cpu_kernel.py")
+        _op_adaptivfloat8 = torch.ops.ultrafastbert.fff_forward_cpu_af8.default
+    if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"fff_forward_adaptivfloat8: x must be (tokens, hidden) float32/bfloat16, got "
+                         f"{x.dtype} {tuple(x.shape)}")
+    if in_codes.dtype != torch.uint8 or out_codes.dtype != torch.uint8:
+        raise TypeError(f"fff_forward_adaptivfloat8: codes must be uint8, got {in_codes.dtype} / {out_codes.dtype}")
+    if in_codes.dim() != 3 or in_codes.shape != out_codes.shape or in_bias.shape != in_codes.shape[:2]:
+        raise ValueError(
+            f"fff_forward_adaptivfloat8: expected in_codes (K, N, H), in_bias (K, N), out_codes (K, N, H); got "
+            f"{tuple(in_codes.shape)}, {tuple(in_bias.shape)}, {tuple(out_codes.shape)}"
+        )
+    if x.shape[1] != in_codes.shape[2]:
+        raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
+    return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
 
 
 def packed_cache_size() -> int:

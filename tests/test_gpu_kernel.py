@@ -309,3 +309,48 @@ def test_whole_model_compiles_with_reduce_overhead(batch):
             got = compiled(input_ids=ids, attention_mask=mask).logits.clone()
             # bf16: inductor fuses the LayerNorms and adds differently; a token near a tie may take another branch
             torch.testing.assert_close(got.float(), eager.float(), rtol=3e-2, atol=3e-2)
+
+@pytest.mark.parametrize("tokens", [130, 4096, 16384])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_adaptivfloat8_grouped_kernel_equals_grouped_kernel_on_decoded_weights(tokens, dtype):
+    from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize
+
+    x, in_w, in_b, out_w = _random_fff(tokens, 768, 11, 1, torch.float32)
+    c1, e1 = adaptivfloat_quantize(in_w)
+    c2, e2 = adaptivfloat_quantize(out_w)
+    d1, d2 = adaptivfloat_dequantize(c1, e1).to(dtype), adaptivfloat_dequantize(c2, e2).to(dtype)
+    x, in_b = x.to(dtype), in_b.to(dtype)
+    residual = torch.randn_like(x)
+    got = tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2, residual=residual)
+    expected = tk.fff_forward(x, d1, in_b, d2, strategy="grouped", residual=residual)
+    assert torch.equal(got, expected)  # decoding is exact: the same tiles, the same sums
+    keep = _stable_tokens(x, d1, in_b, 1e-3 if dtype == torch.float32 else 3e-2)
+    reference = fff_conditional_torch(x.double(), d1.double(), in_b.double(), d2.double()) + residual.double()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    assert _rel(got[keep], reference[keep]) < tol
+
+
+def test_adaptivfloat8_model_uses_the_8bit_kernel_on_cuda():
+    from modeling_ultrafastbert.adaptivfloat import AdaptivFloatFastFeedForward
+
+    fff = AdaptivFloatFastFeedForward(64, 5, 1).cuda().eval()
+    with torch.no_grad():
+        fff._set_codes("in_weight", torch.randn(1, 63, 64, device="cuda") / 8)
+        fff._set_codes("out_weight", torch.randn(1, 63, 64, device="cuda"))
+    x = torch.randn(300, 64, device="cuda")
+    calls = []
+    original = tk.fff_forward_adaptivfloat8
+    tk.fff_forward_adaptivfloat8 = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        import modeling_ultrafastbert.adaptivfloat as af
+
+        af.triton_fff_forward_adaptivfloat8 = tk.fff_forward_adaptivfloat8
+        with torch.no_grad():
+            y = fff(x)
+    finally:
+        tk.fff_forward_adaptivfloat8 = original
+        af.triton_fff_forward_adaptivfloat8 = original
+    assert calls, "the AdaptivFloat FFF did not run the 8-bit Triton kernel"
+    fff.kernel = "torch"
+    with torch.no_grad():
+        torch.testing.assert_close(y, fff(x), rtol=1e-4, atol=1e-4)

@@ -293,7 +293,7 @@ def _check_inputs(x, in_weight, in_bias, out_weight, residual):
             raise ValueError(f"residual has shape {tuple(residual.shape)} but x has {tuple(x.shape)}")
         tensors.append(("residual", residual))
     for name, t in tensors:
-        if t.device.type != "cuda":
+        if t.device.type != "cuda" and not _INTERPRETED:  # the interpreter (tests) runs on CPU tensors
             raise ValueError(f"the Triton FFF kernel needs CUDA tensors; {name} is on {t.device}")
         if t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
@@ -541,7 +541,7 @@ def fff_forward(x, in_weight, in_bias, out_weight, strategy: str = "auto", resid
     Eager calls are validated once per call signature and then launched from a cache (see "cached launches");
     under torch.compile the kernels are launched the ordinary way, which the compiler traces.
     """
-    if _is_compiling():
+    if _is_compiling() or _INTERPRETED:  # the interpreter (tests) has no compiled launcher to cache
         return _forward_traced(x, in_weight, in_bias, out_weight, strategy, residual)
     key = _signature(x, in_weight, in_bias, out_weight, strategy, residual)
     plan = _PLANS.get(key)
@@ -567,9 +567,197 @@ def _forward_traced(x, in_weight, in_bias, out_weight, strategy, residual):
         tensors[name] = (torch.zeros if zeroed else torch.empty)(shape, dtype=dtype or x.dtype, device=x.device)
     for kernel, grid, params, options in launches:
         arguments = {name: tensors[v] if isinstance(v, str) else v for name, v in params.items()}
-        if x.device.index != torch.cuda.current_device():  # Triton launches on the current device
+        if x.device.type == "cuda" and x.device.index != torch.cuda.current_device():  # launches go to the current device
             with torch.cuda.device(x.device):
                 kernel[grid](**arguments, **options)
         else:
             kernel[grid](**arguments, **options)
+    return y
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# AdaptivFloat<8, 3> rows (see adaptivfloat.py): the grouped kernels again, reading uint8 codes and decoding them in
+# registers (integer shifts into fp32 bits, exact), then cast to x's dtype for the tensor-core dots. AdaptivFloat-8
+# values have 4 mantissa bits, so the cast to bf16/fp16 (in range) is exact too: the result equals the grouped kernel
+# run on the decoded weights.
+# ------------------------------------------------------------------------------------------------------------------
+
+if triton is not None:
+
+    @triton.jit
+    def _af8_decode(codes, exponent_bias):
+        # sign | 3 exponent bits | 4 mantissa bits -> fp32 bits; magnitude 0 is zero (no denormals)
+        c = codes.to(tl.int32)
+        magnitude = c & 0x7F
+        bits = ((magnitude << 19) + ((127 + exponent_bias) << 23)) | ((c & 0x80) << 24)
+        bits = tl.where(magnitude == 0, 0, bits)
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _tile_logits_af8(x_ptr, xrow, tmask, stride_xh, win_ptr, in_exp, bin_ptr, node_row, node_mask, H,
+                         BT: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr):
+        acc = tl.zeros((BT, NP), dtype=tl.float32)
+        for h0 in range(0, H, BK):
+            kk = h0 + tl.arange(0, BK)
+            kmask = kk < H
+            xv = tl.load(x_ptr + xrow[:, None] + kk[None, :].to(tl.int64) * stride_xh,
+                         mask=tmask[:, None] & kmask[None, :], other=0.0)
+            codes = tl.load(win_ptr + node_row[None, :] * H + kk[:, None], mask=node_mask[None, :] & kmask[:, None],
+                            other=0)
+            wv = _af8_decode(codes, in_exp).to(xv.dtype)
+            if IEEE:
+                acc = tl.dot(xv, wv, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(xv, wv, acc)
+        return acc + tl.load(bin_ptr + node_row, mask=node_mask, other=0.0).to(tl.float32)[None, :]
+
+    @triton.jit
+    def _top_kernel_af8(
+        x_ptr, stride_xt, stride_xh, win_ptr, in_exp, bin_ptr, act_ptr, bucket_ptr, count_ptr, T, H,
+        LEVELS: tl.constexpr, NP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, IEEE: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        offs_t = pid * BT + tl.arange(0, BT)
+        tmask = offs_t < T
+        xrow = offs_t.to(tl.int64) * stride_xt
+        col = tl.arange(0, NP)
+        logits = _tile_logits_af8(x_ptr, xrow, tmask, stride_xh, win_ptr, in_exp, bin_ptr, col,
+                                  col < (2**LEVELS - 1), H, BT, NP, BK, IEEE)
+        visited, node = _subtree_walk(logits, col, LEVELS, BT, NP)
+        act = tl.where(visited, _gelu(logits), 0.0)
+        tl.store(act_ptr + offs_t.to(tl.int64)[:, None] * NP + col[None, :], act.to(act_ptr.dtype.element_ty),
+                 mask=tmask[:, None])
+        leaf = node - (2**LEVELS - 1)
+        slot = tl.atomic_add(count_ptr + leaf, 1, mask=tmask)
+        tl.store(bucket_ptr + leaf.to(tl.int64) * T + slot, offs_t, mask=tmask)
+
+    @triton.jit
+    def _bottom_kernel_af8(
+        x_ptr, stride_xt, stride_xh, win_ptr, in_exp, bin_ptr, wout_ptr, out_exp, act_ptr, bucket_ptr, count_ptr,
+        y_ptr, res_ptr, stride_rt, stride_rh, T, H,
+        TOP_LEVELS: tl.constexpr, LEVELS: tl.constexpr, NP_TOP: tl.constexpr, NP: tl.constexpr,
+        G: tl.constexpr, GP: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BN: tl.constexpr,
+        SPLIT: tl.constexpr, IEEE: tl.constexpr, RESIDUAL: tl.constexpr,
+    ):
+        part = tl.program_id(0) % SPLIT
+        pid = tl.program_id(0) // SPLIT
+        gidx = tl.arange(0, GP)
+        counts = tl.load(count_ptr + gidx, mask=gidx < G, other=0)
+        tiles = (counts + BT - 1) // BT
+        total = tl.sum(tiles, axis=0)
+        if pid < total:
+            g = tl.sum((tl.cumsum(tiles, axis=0) <= pid).to(tl.int32), axis=0)
+            before = gidx < g
+            tile = pid - tl.sum(tl.where(before, tiles, 0), axis=0)
+            count = tl.sum(tl.where(gidx == g, counts, 0), axis=0)
+            rows_in_bucket = tile * BT + tl.arange(0, BT)
+            tmask = rows_in_bucket < count
+            tok = tl.load(bucket_ptr + g.to(tl.int64) * T + rows_in_bucket, mask=tmask, other=0).to(tl.int64)
+            xrow = tok * stride_xt
+
+            root = (2**TOP_LEVELS - 1) + g
+            col = tl.arange(0, NP)
+            cmask = col < (2**LEVELS - 1)
+            grow = (root.to(tl.int64) << _heap_depth(col, LEVELS)) + col
+
+            logits = _tile_logits_af8(x_ptr, xrow, tmask, stride_xh, win_ptr, in_exp, bin_ptr, grow, cmask, H,
+                                      BT, NP, BK, IEEE)
+            visited, _ = _subtree_walk(logits, col, LEVELS, BT, NP)
+            act = tl.where(visited, _gelu(logits), 0.0).to(act_ptr.dtype.element_ty)
+
+            tcol = tl.arange(0, NP_TOP)
+            tcmask = tcol < (2**TOP_LEVELS - 1)
+            act_top = tl.load(act_ptr + tok[:, None] * NP_TOP + tcol[None, :], mask=tmask[:, None], other=0.0)
+            for n0 in range(part * BN, H, SPLIT * BN):
+                nn = n0 + tl.arange(0, BN)
+                nmask = nn < H
+                w_bot = _af8_decode(tl.load(wout_ptr + grow[:, None] * H + nn[None, :],
+                                            mask=cmask[:, None] & nmask[None, :], other=0), out_exp).to(act.dtype)
+                w_top = _af8_decode(tl.load(wout_ptr + tcol[:, None] * H + nn[None, :],
+                                            mask=tcmask[:, None] & nmask[None, :], other=0), out_exp).to(act.dtype)
+                if IEEE:
+                    out = tl.dot(act, w_bot, input_precision="ieee")
+                    out = tl.dot(act_top, w_top, out, input_precision="ieee")
+                else:
+                    out = tl.dot(act, w_bot)
+                    out = tl.dot(act_top, w_top, out)
+                if RESIDUAL:
+                    out += tl.load(res_ptr + tok[:, None] * stride_rt + nn[None, :].to(tl.int64) * stride_rh,
+                                   mask=tmask[:, None] & nmask[None, :], other=0.0).to(tl.float32)
+                tl.store(y_ptr + tok[:, None] * H + nn[None, :], out.to(y_ptr.dtype.element_ty),
+                         mask=tmask[:, None] & nmask[None, :])
+
+
+def fff_forward_adaptivfloat8(x, in_codes, in_exponent_bias: int, in_bias, out_codes, out_exponent_bias: int,
+                              residual=None):
+    """Conditional FFF on CUDA (or CPU tensors under TRITON_INTERPRET=1) with AdaptivFloat<8, 3> rows: the grouped
+    kernels reading uint8 codes (K=1 tree, 1 <= depth <= GROUPED_MAX_DEPTH). ``x`` (T, H) fp32/bf16/fp16; codes
+    (1, N, H) uint8 with their per-tensor exponent biases; ``in_bias`` (1, N). Returns (T, H) in x's dtype (plus
+    ``residual`` when given). Equals the grouped kernel on the decoded weights."""
+    if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"x must be (tokens, hidden) of {_SUPPORTED_DTYPES}, got {x.dtype} {tuple(x.shape)}")
+    if in_codes.dtype != torch.uint8 or out_codes.dtype != torch.uint8:
+        raise TypeError(f"the codes must be uint8, got {in_codes.dtype} / {out_codes.dtype}")
+    if in_codes.dim() != 3 or in_codes.shape != out_codes.shape or in_bias.shape != in_codes.shape[:2]:
+        raise ValueError(f"expected in_codes (1, N, H), in_bias (1, N), out_codes (1, N, H); got "
+                         f"{tuple(in_codes.shape)}, {tuple(in_bias.shape)}, {tuple(out_codes.shape)}")
+    trees, nodes, hidden = in_codes.shape
+    depth = int(math.log2(nodes + 1)) - 1
+    if trees != 1 or not 1 <= depth <= GROUPED_MAX_DEPTH or 2 ** (depth + 1) - 1 != nodes:
+        raise ValueError(f"the 8-bit Triton kernel needs one tree of depth 1..{GROUPED_MAX_DEPTH}, got {trees} "
+                         f"tree(s) of {nodes} nodes")
+    if x.shape[1] != hidden:
+        raise ValueError(f"x has hidden size {x.shape[1]} but the codes have {hidden}")
+    for e in (in_exponent_bias, out_exponent_bias):  # decoded values must be normal numbers of x's dtype
+        if not -120 <= int(e) <= 100:
+            raise ValueError(f"exponent bias {e} is outside the range this kernel decodes exactly")
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(f"residual has shape {tuple(residual.shape)} but x has {tuple(x.shape)}")
+    y = torch.empty(x.shape[0], hidden, dtype=x.dtype, device=x.device)
+    if x.shape[0] == 0 or hidden == 0:
+        return y
+    in_codes, in_bias, out_codes = in_codes.contiguous(), in_bias.contiguous(), out_codes.contiguous()
+    if x.device.type == "cuda" and x.device.index != torch.cuda.current_device():
+        with torch.cuda.device(x.device):
+            return _forward_grouped_af8(x, in_codes, int(in_exponent_bias), in_bias, out_codes,
+                                        int(out_exponent_bias), depth, y, residual)
+    return _forward_grouped_af8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias),
+                                depth, y, residual)
+
+
+def _residual_args(residual, y):
+    # without a residual the kernels never read the pointer; y stands in for it
+    if residual is None:
+        return y, 0, 0
+    return residual, residual.stride(0), residual.stride(1)
+
+
+def _forward_grouped_af8(x, in_codes, in_exp, in_bias, out_codes, out_exp, depth, y, residual):
+    # the same tiling and launch as the grouped kernels (_grouped_launches)
+    tokens, hidden = x.shape
+    top_levels = (depth + 2) // 2
+    bottom_levels = depth + 1 - top_levels
+    np_top = max(16, triton.next_power_of_2(2**top_levels - 1))
+    np_bottom = max(16, triton.next_power_of_2(2**bottom_levels - 1))
+    buckets = 2**top_levels
+    ieee = x.dtype == torch.float32
+    cfg = GROUPED_CONFIG
+    block_t, block_k, block_n = (32, 32, 64) if ieee else (cfg["bt"], cfg["bk"], cfg["bn"])
+    warps, stages = (4, 2) if ieee else (cfg["warps"], cfg["stages"])
+    act = torch.empty(tokens, np_top, dtype=x.dtype, device=x.device)
+    bucket = torch.empty(buckets, tokens, dtype=torch.int32, device=x.device)
+    counts = torch.zeros(buckets, dtype=torch.int32, device=x.device)
+    top_t = block_t if ieee else cfg["top_bt"]
+    _top_kernel_af8[(triton.cdiv(tokens, top_t),)](
+        x, x.stride(0), x.stride(1), in_codes, in_exp, in_bias, act, bucket, counts, tokens, hidden,
+        LEVELS=top_levels, NP=np_top, BT=top_t, BK=block_k, IEEE=ieee, num_warps=warps, num_stages=stages,
+    )
+    split = cfg["split"] if tokens <= cfg["split_max_tokens"] else 1
+    _bottom_kernel_af8[((triton.cdiv(tokens, block_t) + buckets) * split,)](
+        x, x.stride(0), x.stride(1), in_codes, in_exp, in_bias, out_codes, out_exp, act, bucket, counts, y,
+        *_residual_args(residual, y), tokens, hidden,
+        TOP_LEVELS=top_levels, LEVELS=bottom_levels, NP_TOP=np_top, NP=np_bottom, G=buckets,
+        GP=triton.next_power_of_2(buckets), BT=block_t, BK=block_k, BN=block_n, SPLIT=split, IEEE=ieee,
+        RESIDUAL=residual is not None, num_warps=warps, num_stages=stages,
+    )
     return y

@@ -23,6 +23,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_ultrafastbert import UltraFastBertConfig
 from .fast_feedforward import FastFeedForward
+from .adaptivfloat import prepare_quantized_modules_
 
 # Every class a saved checkpoint should be loadable as through the Auto API with trust_remote_code=True.
 AUTO_MAP = {
@@ -157,6 +158,8 @@ class UltraFastBertSelfAttention(nn.Module):
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
         query, key, value = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (batch, heads, seq, head_dim) views
+        if attention_mask is not None and attention_mask.dtype != query.dtype:
+            attention_mask = attention_mask.to(query.dtype)  # AdaptivFloat models may run attention in bf16
 
         if batch * seq_length == 0:  # empty input: nothing to attend (and the fused kernels' reshapes would fail)
             probs = query.new_zeros(batch, self.num_heads, seq_length, seq_length) if output_attentions else None
@@ -249,6 +252,17 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         # Marking each class with its auto class makes save_pretrained copy the remote-code files (the configuration,
         # this file and the FFF/kernel modules it imports) next to the weights.
         cls._auto_class = _AUTO_CLASS_OF.get(cls.__name__, "AutoModel")
+
+    def post_init(self):
+        # an AdaptivFloat checkpoint's config says so: build the uint8-code modules its weights load into
+        if getattr(self.config, "weight_quantization", None):
+            prepare_quantized_modules_(self, self.config.weight_quantization)
+        super().post_init()
+
+    @property
+    def weight_quantization(self) -> dict | None:
+        """How the weights are stored: None (floating point) or the AdaptivFloat format of the config."""
+        return getattr(self.config, "weight_quantization", None)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers records only the auto class of the saved object; a checkpoint of ours names all of them
