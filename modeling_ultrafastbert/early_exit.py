@@ -133,6 +133,35 @@ def calibrate_exits(
     return curve
 
 
+def evaluate_exit_curve(layer_logits: torch.Tensor, labels: torch.Tensor, calibration: list[dict]) -> list[dict]:
+    """Apply a calibration curve fitted elsewhere (held-out data) to new data (e.g. the dev set): per threshold the
+    simulated mean exit layer and accuracy, and how often that threshold's stored predictor lands within one layer
+    of the true exit. Nothing is fitted here."""
+    layer_logits = layer_logits.detach().float().cpu()
+    labels = labels.detach().reshape(-1).cpu()
+    entropies = softmax_entropy(layer_logits)
+    rows = torch.arange(layer_logits.shape[0])
+    report = []
+    for point in calibration:
+        exits = simulate_exit_layers(entropies, point["threshold"])
+        predicted = predict_exit_layers(point["exit_predictor"], entropies[:, 0])
+        report.append({
+            "threshold": point["threshold"],
+            "mean_layers": round(float(exits.float().mean()), 4),
+            "accuracy": round(float((layer_logits[rows, exits - 1].argmax(-1) == labels).float().mean()), 4),
+            "predictor_within_one": round(float(((predicted - exits).abs() <= 1).float().mean()), 4),
+        })
+    return report
+
+
+def exit_confusion(true_layers: torch.Tensor, predicted_layers: torch.Tensor, num_layers: int) -> list[list[int]]:
+    """Counts[true - 1][predicted - 1] of exit layers (rows: true exit, columns: predicted exit)."""
+    counts = torch.zeros(num_layers, num_layers, dtype=torch.long)
+    index = (true_layers.long().cpu() - 1) * num_layers + (predicted_layers.long().cpu() - 1)
+    counts.view(-1).index_add_(0, index, torch.ones_like(index))
+    return counts.tolist()
+
+
 def pick_exit_threshold(
     calibration: list[dict],
     num_layers: int,
@@ -187,5 +216,7 @@ __all__ = [
     "predict_exit_layers",
     "default_thresholds",
     "calibrate_exits",
+    "evaluate_exit_curve",
+    "exit_confusion",
     "pick_exit_threshold",
 ]
