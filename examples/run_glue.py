@@ -11,6 +11,18 @@ are computed locally (accuracy; F1 for MRPC; Matthews correlation for CoLA; Pear
 to ``OUTPUT_DIR/eval_results.json``; the fine-tuned model and tokenizer are saved to ``OUTPUT_DIR`` with the
 remote-code files, so that they load with ``trust_remote_code=True``, together with a model card. ``--push-to-hub
 REPO_ID`` uploads that folder.
+
+Early exit (EdgeBERT / DeeBERT): ``--exit-ramps`` gives the classifier an off-ramp after every layer and trains it with
+DeeBERT's two stages (``--exit-training two-stage``: backbone + final head for ``--epochs``, then the ramps alone for
+``--ramp-epochs`` on the sum of the ramp losses, optionally distilled from the final head with
+``--ramp-distill-weight``); ``joint`` trains everything at once on the summed losses, ``ramps`` only the ramps of an
+already fine-tuned checkpoint. ``--exit-holdout`` training examples are kept out of training to fit the calibration
+curve (threshold -> mean layers, accuracy) and the exit-layer predictor, which are stored in the config together with
+the threshold chosen by ``--exit-max-accuracy-drop`` (default: 1 point on the held-out slice), ``--exit-mean-layers``
+or ``--exit-entropy``. The dev set is not used for any of these choices; it reports the accuracy with and without exit.
+
+    python examples/run_glue.py --task sst2 --model MLM_CHECKPOINT --data-dir ../shared/data/glue \
+        --output-dir /tmp/sst2-exit --exit-ramps --epochs 2 --ramp-epochs 1
 """
 
 import argparse
@@ -32,6 +44,15 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
     sys.path.insert(0, str(REPO_ROOT))
 
 import modeling_ultrafastbert  # noqa: E402,F401  (registers the Auto classes)
+from modeling_ultrafastbert.early_exit import (  # noqa: E402
+    calibrate_exits,
+    evaluate_exit_curve,
+    exit_confusion,
+    pick_exit_threshold,
+    predict_exit_layers,
+    simulate_exit_layers,
+    softmax_entropy,
+)
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -254,7 +275,30 @@ def parse_args(argv=None):
     p.add_argument("--model-name", default=None, help="name in the model card (default: the output folder's name)")
     p.add_argument("--logging-steps", type=int, default=50)
     p.add_argument("--no-save", action="store_true", help="write eval_results.json only")
+    exits = p.add_argument_group("early exit (EdgeBERT off-ramps)")
+    exits.add_argument("--exit-ramps", action="store_true",
+                       help="train off-ramps after every layer (implied when --model already has them)")
+    exits.add_argument("--exit-training", choices=("two-stage", "joint", "ramps"), default="two-stage",
+                       help="two-stage: backbone then ramps (DeeBERT); joint: all losses at once; ramps: ramps only")
+    exits.add_argument("--ramp-epochs", type=float, default=1.0, help="epochs of the ramp stage")
+    exits.add_argument("--ramp-lr", type=float, default=5e-4, help="learning rate of the ramp stage")
+    exits.add_argument("--ramp-distill-weight", type=float, default=0.0,
+                       help="weight of distillation from the final head in each ramp's loss (0: labels only)")
+    exits.add_argument("--exit-holdout", type=int, default=2000,
+                       help="training examples held out (never trained on) to calibrate the exits and the predictor")
+    exits.add_argument("--exit-bins", type=int, default=16, help="entropy bins of the exit-layer predictor")
+    choice = exits.add_mutually_exclusive_group()
+    choice.add_argument("--exit-max-accuracy-drop", type=float, default=None,
+                        help="pick the threshold with the fewest layers within this accuracy drop on the held-out "
+                             "slice (default 0.01)")
+    choice.add_argument("--exit-mean-layers", type=float, default=None,
+                        help="pick the most accurate threshold running at most this many layers on average")
+    choice.add_argument("--exit-entropy", type=float, default=None, help="use this entropy threshold")
     args = p.parse_args(argv)
+    if args.exit_entropy is not None and args.exit_entropy < 0:
+        p.error("--exit-entropy must be >= 0")
+    if not 0.0 <= args.ramp_distill_weight <= 1.0:
+        p.error("--ramp-distill-weight must lie in [0, 1]")
     if args.max_length > 512 or args.max_length < 8:
         p.error("--max-length must lie in [8, 512]")
     return args
@@ -299,6 +343,74 @@ def push(folder: Path, repo_id: str) -> None:
     print(f"pushed to {url}", flush=True)
 
 
+# --- early exit -------------------------------------------------------------------------------------------------------
+
+def split_holdout(dataset: EncodedDataset, count: int, seed: int) -> tuple[EncodedDataset, EncodedDataset]:
+    """A seeded random slice of `count` training examples kept out of training (for the exit calibration)."""
+    if not 0 < count < len(dataset):
+        raise ValueError(f"--exit-holdout must lie in (0, {len(dataset)}) training examples, got {count}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def subset(indices):
+        encodings = {key: [values[i] for i in indices] for key, values in dataset.encodings.items()}
+        return EncodedDataset(encodings, [dataset.labels[i] for i in indices])
+
+    return subset(sorted(order[count:])), subset(sorted(order[:count]))
+
+
+@torch.no_grad()
+def collect_exit_logits(model, dataset, tokenizer, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every exit's logits (examples, layers, labels) from full-depth passes, and the labels."""
+    saved = model.config.early_exit_entropy
+    model.config.early_exit_entropy = None
+    collator = DataCollatorWithPadding(tokenizer)
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+            labels.append(batch.pop("labels"))
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits.append(model(**batch, output_exit_logits=True).exit_logits.float().cpu())
+    finally:
+        model.config.early_exit_entropy = saved
+    return torch.cat(logits), torch.cat(labels)
+
+
+def calibrate_model_exits(model, holdout_set, tokenizer, args) -> dict:
+    """Fit the calibration curve and the exit predictors on the held-out slice; install the chosen threshold."""
+    layer_logits, labels = collect_exit_logits(model, holdout_set, tokenizer, args.eval_batch_size)
+    model.config.exit_calibration = calibrate_exits(layer_logits, labels, num_bins=args.exit_bins)
+    if args.exit_entropy is not None:
+        model.set_exit_threshold(args.exit_entropy)
+        return {"threshold": args.exit_entropy}
+    if args.exit_mean_layers is not None:
+        return model.set_exit_budget(mean_layers=args.exit_mean_layers)
+    drop = 0.01 if args.exit_max_accuracy_drop is None else args.exit_max_accuracy_drop
+    return model.set_exit_budget(max_accuracy_drop=drop)
+
+
+def exit_report(model, dev_set, tokenizer, args) -> dict:
+    """Dev-set view of the exits from one full-depth pass: accuracy at full depth, the held-out calibration curve
+    applied to dev, and the confusion of the exit predictor at the configured threshold."""
+    layer_logits, labels = collect_exit_logits(model, dev_set, tokenizer, args.eval_batch_size)
+    config = model.config
+    report = {"accuracy_full_depth": float((layer_logits[:, -1].argmax(-1) == labels).float().mean()),
+              "exit_threshold": config.early_exit_entropy}
+    if config.exit_calibration:
+        report["dev_exit_curve"] = evaluate_exit_curve(layer_logits, labels, config.exit_calibration)
+    if config.early_exit_entropy is not None:
+        entropies = softmax_entropy(layer_logits)
+        exits = simulate_exit_layers(entropies, config.early_exit_entropy)
+        report["simulated_mean_exit_layer"] = float(exits.float().mean())
+        if config.exit_predictor is not None:
+            predicted = predict_exit_layers(config.exit_predictor, entropies[:, 0])
+            report["predictor_within_one_layer"] = float(((predicted - exits).abs() <= 1).float().mean())
+            report["predictor_exact"] = float((predicted == exits).float().mean())
+            report["predictor_confusion"] = exit_confusion(exits, predicted, config.num_hidden_layers)
+    return report
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     task = TASKS[args.task]
@@ -317,6 +429,10 @@ def main(argv=None) -> dict:
         overrides["id2label"] = {i: label for i, label in enumerate(names)}
         overrides["label2id"] = {label: i for i, label in enumerate(names)}
     overrides["problem_type"] = "regression" if task.labels is None else "single_label_classification"
+    if args.exit_ramps:
+        if task.labels is None:
+            raise SystemExit("error: --exit-ramps needs a classification task (the exit rule is a softmax entropy)")
+        overrides["exit_ramps"] = True
     if args.dropout >= 0 and not args.eval_only:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout_prob", "classifier_dropout"):
             overrides[key] = args.dropout
@@ -333,44 +449,71 @@ def main(argv=None) -> dict:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
     on_cuda = torch.cuda.is_available()
-    training_args = TrainingArguments(
-        output_dir=str(work_dir / "trainer"),
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.eval_batch_size,
-        learning_rate=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # a float < 1 is a ratio of the total steps
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps if args.max_steps is not None else -1,
-        lr_scheduler_type="linear",
-        logging_steps=args.logging_steps,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to="none",
-        seed=args.seed,
-        disable_tqdm=False,
-        dataloader_pin_memory=on_cuda,
-    )
+    def make_trainer(dataset, epochs: float, lr: float, tag: str) -> Trainer:
+        training_args = TrainingArguments(
+            output_dir=str(work_dir / f"trainer-{tag}"),
+            per_device_train_batch_size=args.batch_size,
+            per_device_eval_batch_size=args.eval_batch_size,
+            learning_rate=lr,
+            weight_decay=args.weight_decay,
+            warmup_steps=args.warmup_ratio,  # a float < 1 is a ratio of the total steps
+            num_train_epochs=epochs,
+            max_steps=args.max_steps if args.max_steps is not None else -1,
+            lr_scheduler_type="linear",
+            logging_steps=args.logging_steps,
+            save_strategy="no",
+            eval_strategy="no",
+            report_to="none",
+            seed=args.seed,
+            disable_tqdm=False,
+            dataloader_pin_memory=on_cuda,
+        )
+        return Trainer(
+            model=model,
+            args=training_args,
+            train_dataset=dataset,
+            eval_dataset=dev_set,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=compute_metrics,
+        )
 
     def compute_metrics(prediction):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return compute_task_metrics(args.task, np.asarray(logits), np.asarray(prediction.label_ids))
+        metrics = compute_task_metrics(args.task, np.asarray(logits), np.asarray(prediction.label_ids))
+        if model.config.early_exit_entropy is not None and isinstance(prediction.predictions, tuple):
+            metrics["mean_exit_layer"] = float(np.mean(prediction.predictions[1]))  # the exit_layers output
+        return metrics
 
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_set,
-        eval_dataset=dev_set,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=compute_metrics,
-    )
-    train_seconds = 0.0
+    with_exits = hasattr(model, "exit_ramps")
+    holdout_set = None
+    if with_exits and train_set is not None:
+        train_set, holdout_set = split_holdout(train_set, args.exit_holdout, args.seed)
+    # (stage, epochs, learning rate): DeeBERT's two stages, or one
+    if not with_exits:
+        stages = [(None, args.epochs, args.lr)]
+    elif args.exit_training == "two-stage":
+        stages = [("backbone", args.epochs, args.lr), ("ramps", args.ramp_epochs, args.ramp_lr)]
+    elif args.exit_training == "joint":
+        stages = [("joint", args.epochs, args.lr)]
+    else:
+        stages = [("ramps", args.ramp_epochs, args.ramp_lr)]
+    trainer = make_trainer(train_set, args.epochs, args.lr, "eval")
+    train_seconds, global_steps, stage_seconds = 0.0, 0, {}
     if train_set is not None:
         if on_cuda and args.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
-        t0 = time.time()
-        trainer.train()
-        train_seconds = time.time() - t0
+        for stage, epochs, lr in stages:
+            if stage is not None:
+                model.set_exit_training_stage(stage, ramp_distill_weight=args.ramp_distill_weight)
+                print(f"== exit training stage {stage!r}: {epochs} epochs at learning rate {lr}", flush=True)
+            trainer = make_trainer(train_set, epochs, lr, stage or "train")
+            t0 = time.time()
+            trainer.train()
+            stage_seconds[stage or "train"] = round(time.time() - t0, 1)
+            train_seconds += time.time() - t0
+            global_steps += trainer.state.global_step
+        if with_exits:
+            model.set_exit_training_stage("joint")  # everything trainable again, as a loaded model is
     # evaluate in full fp32 so that the number is what a CPU user gets from the saved weights
     torch.backends.cuda.matmul.allow_tf32 = False
     model.eval()
@@ -379,27 +522,39 @@ def main(argv=None) -> dict:
     model.config.fff_kernel = args.fff_kernel or model.config.fff_kernel
     model.config.fff_inference = args.fff_inference or model.config.fff_inference
     eval_switches = (model.config.fff_kernel, model.config.fff_inference)
-    raw = trainer.evaluate()
+    exit_results = {}
+    if with_exits:
+        if holdout_set is not None:
+            chosen = calibrate_model_exits(model, holdout_set, tokenizer, args)
+            exit_results["exit_holdout_examples"] = len(holdout_set)
+            exit_results["exit_holdout_point"] = {k: v for k, v in chosen.items() if k != "exit_predictor"}
+            exit_results["exit_stage_seconds"] = stage_seconds
+        elif args.exit_entropy is not None:
+            model.set_exit_threshold(args.exit_entropy)
+        exit_results.update(exit_report(model, dev_set, tokenizer, args))
+    raw = trainer.evaluate()  # with the configured exit, if any: what the saved checkpoint does
     model.config.fff_kernel, model.config.fff_inference = saved_switches
     metrics = {k[len("eval_"):]: v for k, v in raw.items()
                if k.startswith("eval_") and k[len("eval_"):] in ("accuracy", "f1", "matthews_correlation", "pearson",
-                                                                  "spearmanr", "combined_score", "loss")}
+                                                                  "spearmanr", "combined_score", "loss",
+                                                                  "mean_exit_layer")}
     results = {
         "task": args.task,
         **metrics,
         "main_metric": task.metric,
         "eval_examples": len(dev_set),
         "train_examples": 0 if train_set is None else len(train_set),
-        "global_steps": trainer.state.global_step,
+        "global_steps": global_steps if train_set is not None else 0,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.time() - started, 1),
         "device": torch.cuda.get_device_name(0) if on_cuda else "cpu",
         "fff_kernel": eval_switches[0],
         "fff_inference": eval_switches[1],
         "model": str(args.model),
+        **exit_results,
         "args": vars(args),
     }
-    print(json.dumps({k: v for k, v in results.items() if k != "args"}, indent=1), flush=True)
+    print(json.dumps({k: v for k, v in results.items() if k not in ("args", "dev_exit_curve")}, indent=1), flush=True)
 
     if trainer.is_world_process_zero():
         if args.eval_only or args.no_save:
@@ -414,7 +569,7 @@ def main(argv=None) -> dict:
             (staging / "eval_results.json").write_text(json.dumps(results, indent=1) + "\n")
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
-            write_card(staging, model, args, {k: v for k, v in metrics.items() if k != "loss"}, results)
+            write_card(staging, model, args, {k: v for k, v in metrics.items() if k not in ("loss", "mean_exit_layer")}, results)
             if output_dir.exists():
                 shutil.rmtree(output_dir)
             shutil.move(str(staging), str(output_dir))

@@ -4,7 +4,10 @@
 Reference: P. Belcak and R. Wattenhofer, "Exponentially Faster Language Modelling", 2023 (arXiv:2311.10770).
 """
 
+import contextlib
 import math
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -22,6 +25,7 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_ultrafastbert import UltraFastBertConfig
+from .early_exit import pick_exit_threshold, predict_exit_layers, softmax_entropy
 from .fast_feedforward import FastFeedForward
 from .adaptivfloat import prepare_quantized_modules_
 
@@ -476,14 +480,228 @@ class UltraFastBertPooler(nn.Module):
         return self.dropout(self.activation(self.dense(pooled)))
 
 
+class UltraFastBertExitRamp(nn.Module):
+    """An off-ramp after one layer: the final head's shape (pooler + classifier), with a LayerNorm of its own in front,
+    since pre-LayerNorm blocks leave their outputs unnormalised (the final head reads them after final_norm)."""
+
+    def __init__(self, config: UltraFastBertConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = UltraFastBertPooler(config)
+        self.classifier = nn.Linear(config.classifier_hidden_size, config.num_labels)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.classifier(self.pooler(self.norm(hidden_states), attention_mask))
+
+
+@dataclass
+class UltraFastBertSequenceClassifierOutput(SequenceClassifierOutput):
+    r"""
+    exit_layers (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        With early exit: the layer (1-based) each example left at; `logits` are that layer's ramp's.
+    predicted_exit_layers (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+        With early exit and an exit predictor: the exit layer predicted after the first layer (EdgeBERT).
+    exit_logits (`torch.FloatTensor` of shape `(batch_size, num_layers, num_labels)`, *optional*):
+        With `output_exit_logits=True` (full depth, no exit): every exit's logits, the final head's last.
+    """
+
+    exit_layers: torch.LongTensor | None = None
+    predicted_exit_layers: torch.LongTensor | None = None
+    exit_logits: torch.FloatTensor | None = None
+
+
+EXIT_TRAINING_STAGES = ("backbone", "ramps", "joint")
+
+
 class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
+    """Encoder + pooler + classifier; with `config.exit_ramps`, an off-ramp after every layer but the last and
+    entropy early exit at inference (`config.early_exit_entropy`, DeeBERT's rule), the survivors of a batch running on
+    as a smaller batch.
+
+    Training with ramps follows `exit_training_stage` (DeeBERT's two stages): `"backbone"` trains on the final head's
+    loss only, `"ramps"` on the sum of the ramps' losses with the encoder run without gradients (optionally distilled
+    from the final head, `ramp_distill_weight`), `"joint"` (default) on the sum of all. `set_exit_training_stage`
+    also freezes and unfreezes the parameters to match.
+    """
+
     def __init__(self, config: UltraFastBertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.ultrafastbert = UltraFastBertModel(config)
         self.pooler = UltraFastBertPooler(config)
         self.classifier = nn.Linear(config.classifier_hidden_size, config.num_labels)
+        if config.exit_ramps:
+            # ramps for layers 1..L-1: the last layer's exit is the final head
+            self.exit_ramps = nn.ModuleList(
+                [UltraFastBertExitRamp(config) for _ in range(config.num_hidden_layers - 1)]
+            )
+        self.exit_training_stage = "joint"
+        self.ramp_distill_weight = 0.0
+        self._exit_prediction_hooks = OrderedDict()  # weak-referenceable, as RemovableHandle needs
         self.post_init()
+
+    # --- early-exit controls ----------------------------------------------------------------------------------
+
+    def _check_exit_ramps(self, what: str) -> None:
+        self.config.validate_early_exit()
+        if not hasattr(self, "exit_ramps"):
+            raise ValueError(
+                f"{what} needs off-ramps, but this model has none (config.exit_ramps=False when it was built); "
+                "train a checkpoint with exit_ramps=True"
+            )
+
+    def set_exit_threshold(self, threshold: float | None) -> None:
+        """Set the entropy threshold (None: run every layer). Keeps the stored predictor only if it was fitted for
+        this threshold (in the calibration curve)."""
+        if threshold is not None:
+            self._check_exit_ramps("early exit")
+        previous = self.config.early_exit_entropy
+        self.config.early_exit_entropy = threshold
+        try:
+            self.config.validate_early_exit()
+        except ValueError:
+            self.config.early_exit_entropy = previous
+            raise
+        point = next((p for p in self.config.exit_calibration or [] if p["threshold"] == threshold), None)
+        if point is not None:
+            self.config.exit_predictor = point["exit_predictor"]
+        elif threshold != previous:
+            self.config.exit_predictor = None  # fitted for another threshold: its predictions would be wrong
+
+    def set_exit_budget(
+        self,
+        mean_layers: float | None = None,
+        relative_latency: float | None = None,
+        max_accuracy_drop: float | None = None,
+    ) -> dict:
+        """Pick the entropy threshold meeting a budget from the calibration curve (`config.exit_calibration`) and
+        install it with its exit predictor; returns the chosen calibration point. See `early_exit.pick_exit_threshold`.
+        """
+        self._check_exit_ramps("an exit budget")
+        point = pick_exit_threshold(
+            self.config.exit_calibration, self.config.num_hidden_layers, mean_layers=mean_layers,
+            relative_latency=relative_latency, max_accuracy_drop=max_accuracy_drop,
+        )
+        self.set_exit_threshold(point["threshold"])
+        return point
+
+    def set_exit_training_stage(self, stage: str, ramp_distill_weight: float | None = None) -> None:
+        """DeeBERT's stages: "backbone" trains encoder + final head, "ramps" freezes them and trains the ramps,
+        "joint" trains everything on the summed losses."""
+        if stage not in EXIT_TRAINING_STAGES:
+            raise ValueError(f"exit training stage must be one of {EXIT_TRAINING_STAGES}, got {stage!r}")
+        self._check_exit_ramps(f"exit training stage {stage!r}")
+        if ramp_distill_weight is not None:
+            if not 0.0 <= ramp_distill_weight <= 1.0:
+                raise ValueError(f"ramp_distill_weight must lie in [0, 1], got {ramp_distill_weight}")
+            self.ramp_distill_weight = float(ramp_distill_weight)
+        self.exit_training_stage = stage
+        for name, parameter in self.named_parameters():
+            is_ramp = name.startswith("exit_ramps.")
+            parameter.requires_grad_(stage == "joint" or (stage == "ramps") == is_ramp)
+
+    def register_exit_prediction_hook(self, hook: Callable) -> "torch.utils.hooks.RemovableHandle":
+        """Call ``hook(predicted_exit_layers, example_indices)`` after the first layer of every exiting forward, before
+        the rest of the layers run (a server can schedule on the per-sentence estimate)."""
+        handle = torch.utils.hooks.RemovableHandle(self._exit_prediction_hooks)
+        self._exit_prediction_hooks[handle.id] = hook
+        return handle
+
+    @torch.no_grad()
+    def predict_exit_layers(
+        self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """EdgeBERT's estimate: run the first layer and its ramp only, return the predicted exit layer per example."""
+        self._check_exit_ramps("exit prediction")
+        if self.config.exit_predictor is None:
+            raise ValueError("the model has no exit predictor (config.exit_predictor); calibrate it on held-out data")
+        base = self.ultrafastbert
+        base._validate_inputs(input_ids, attention_mask, inputs_embeds)
+        hidden_states = base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
+        hidden_states, _ = base.layers[0](hidden_states, base._attention_bias(attention_mask, hidden_states.dtype))
+        return predict_exit_layers(self.config.exit_predictor, softmax_entropy(self._exit_logits(0, hidden_states, attention_mask)))
+
+    def _exit_logits(self, index: int, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits of the exit after layer index+1 (0-based index; the last layer's exit is the final head)."""
+        if index == self.config.num_hidden_layers - 1:
+            return self.classifier(self.pooler(self.ultrafastbert.final_norm(hidden_states), attention_mask))
+        return self.exit_ramps[index](hidden_states, attention_mask)
+
+    def _forward_with_exit(
+        self, input_ids, attention_mask, inputs_embeds, threshold: float, position_ids=None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Run layer by layer; after each, examples whose exit entropy is below the threshold leave with that exit's
+        logits, and the others go on as a smaller batch. Returns (logits, exit_layers, predicted_exit_layers)."""
+        base = self.ultrafastbert
+        batch, seq_length = base._validate_inputs(input_ids, attention_mask, inputs_embeds)
+        position_ids = base._position_ids(position_ids, attention_mask, batch, seq_length)
+        hidden_states = base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids)
+        attention_bias = base._attention_bias(attention_mask, hidden_states.dtype)
+        remaining = torch.arange(batch, device=hidden_states.device)  # original index of each surviving row
+        exit_layers = torch.full((batch,), self.config.num_hidden_layers, dtype=torch.long, device=remaining.device)
+        logits = predicted = None
+        for index, layer in enumerate(base.layers):
+            hidden_states, _ = layer(hidden_states, attention_bias)
+            layer_logits = self._exit_logits(index, hidden_states, attention_mask)
+            if logits is None:
+                logits = layer_logits.new_empty((batch, layer_logits.shape[-1]))
+            if index == self.config.num_hidden_layers - 1:  # the final head: everyone left exits here
+                logits[remaining] = layer_logits
+                break
+            entropy = softmax_entropy(layer_logits)
+            if index == 0 and self.config.exit_predictor is not None:
+                predicted = predict_exit_layers(self.config.exit_predictor, entropy)
+                for hook in list(self._exit_prediction_hooks.values()):
+                    hook(predicted, remaining)
+            leaving = entropy < threshold
+            logits[remaining[leaving]] = layer_logits[leaving]
+            exit_layers[remaining[leaving]] = index + 1
+            staying = ~leaving
+            if not bool(staying.any()):
+                break
+            if not bool(staying.all()):  # the survivors go on as a smaller batch
+                remaining, hidden_states = remaining[staying], hidden_states[staying]
+                if attention_mask is not None:
+                    attention_mask = attention_mask[staying]
+                    attention_bias = base._attention_bias(attention_mask, hidden_states.dtype)
+        return logits, exit_layers, predicted
+
+    def _ramp_training_loss(
+        self, final_loss, ramp_logits: list, final_logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch=None
+    ):
+        """DeeBERT's ramp loss (sum over ramps), each ramp optionally distilled from the final head. Every term is a
+        mean over the labelled items, like the final head's (see `_mean_loss`)."""
+        distill = self.ramp_distill_weight
+        target = final_logits.detach()
+        ramp_loss = 0.0
+        for logits in ramp_logits:
+            if self.config.problem_type == "regression":
+                squeeze = self.num_labels == 1
+                predictions = logits.squeeze(-1) if squeeze else logits
+                hard = _mean_loss(nn.functional.mse_loss, predictions,
+                                  (labels.squeeze(-1) if squeeze else labels).to(logits.dtype), num_items_in_batch)
+                soft = _mean_loss(nn.functional.mse_loss, predictions, target.squeeze(-1) if squeeze else target,
+                                  num_items_in_batch) if distill else 0.0
+            elif self.config.problem_type == "single_label_classification":
+                hard = _mean_loss(nn.functional.cross_entropy, logits.view(-1, self.num_labels), labels.view(-1),
+                                  num_items_in_batch)
+                # cross-entropy to the final head's distribution (KL divergence up to a constant)
+                soft = _mean_loss(nn.functional.cross_entropy, logits, target.softmax(-1),
+                                  num_items_in_batch) if distill else 0.0
+            else:
+                hard = _mean_loss(nn.functional.binary_cross_entropy_with_logits, logits, labels.to(logits.dtype),
+                                  num_items_in_batch)
+                soft = _mean_loss(nn.functional.binary_cross_entropy_with_logits, logits, target.sigmoid(),
+                                  num_items_in_batch) if distill else 0.0
+            ramp_loss = ramp_loss + (1.0 - distill) * hard + distill * soft
+        if self.exit_training_stage == "ramps":
+            return ramp_loss
+        if self.exit_training_stage == "backbone":
+            return final_loss
+        return final_loss + ramp_loss
+
+    # --- forward ----------------------------------------------------------------------------------------------
 
     def forward(
         self,
@@ -496,14 +714,49 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         position_ids: torch.Tensor | None = None,
+        output_exit_logits: bool | None = None,
         **kwargs,
-    ) -> tuple | SequenceClassifierOutput:
+    ) -> tuple | UltraFastBertSequenceClassifierOutput:
+        r"""
+        output_exit_logits (`bool`, *optional*):
+            Return every exit's logits (`exit_logits`, full depth); needs off-ramps and no early exit.
+        """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.ultrafastbert(
-            input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        logits = self.classifier(self.pooler(outputs.last_hidden_state, attention_mask))
+        threshold = self.config.early_exit_entropy
+        exiting = threshold is not None and not self.training
+        if exiting or output_exit_logits:
+            self._check_exit_ramps("early exit" if exiting else "output_exit_logits")
+        exit_layers = predicted_exit_layers = exit_logits = outputs = None
+        if exiting:
+            if output_attentions or output_hidden_states or output_exit_logits:
+                raise ValueError(
+                    "output_attentions, output_hidden_states and output_exit_logits are not defined with early exit "
+                    "(exited examples skip the later layers); set config.early_exit_entropy = None for them"
+                )
+            logits, exit_layers, predicted_exit_layers = self._forward_with_exit(
+                input_ids, attention_mask, inputs_embeds, float(threshold), position_ids
+            )
+        else:
+            trains_ramps = self.training and labels is not None and self.exit_training_stage != "backbone"
+            with_ramps = hasattr(self, "exit_ramps") and (output_exit_logits or trains_ramps)
+            # stage 2 trains the ramps only: the frozen encoder runs without building a graph
+            frozen_backbone = self.training and with_ramps and self.exit_training_stage == "ramps"
+            with torch.no_grad() if frozen_backbone else contextlib.nullcontext():
+                outputs = self.ultrafastbert(
+                    input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
+                    output_attentions=output_attentions, output_hidden_states=output_hidden_states or with_ramps,
+                    return_dict=True,
+                )
+            logits = self.classifier(self.pooler(outputs.last_hidden_state, attention_mask))
+            if with_ramps:
+                # hidden_states[i] is layer i's output (entry 0: the embeddings; the last: after final_norm)
+                ramp_logits = [ramp(hidden, attention_mask)
+                               for ramp, hidden in zip(self.exit_ramps, outputs.hidden_states[1:-1])]
+                exit_logits = torch.stack(ramp_logits + [logits], dim=1)
 
         loss = None
         if labels is not None:
@@ -530,9 +783,19 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
                 loss = _mean_loss(
                     nn.functional.binary_cross_entropy_with_logits, logits, labels.to(logits.dtype), num_items_in_batch
                 )
+            if exit_logits is not None and self.training:
+                loss = self._ramp_training_loss(
+                    loss, list(exit_logits.unbind(1))[:-1], logits, labels, num_items_in_batch
+                )
 
-        output = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        output = UltraFastBertSequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states if outputs is not None and output_hidden_states else None,
+            attentions=outputs.attentions if outputs is not None else None,
+            exit_layers=exit_layers,
+            predicted_exit_layers=predicted_exit_layers,
+            exit_logits=exit_logits if output_exit_logits else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -635,6 +898,7 @@ __all__ = [
     "UltraFastBertModel",
     "UltraFastBertForMaskedLM",
     "UltraFastBertForSequenceClassification",
+    "UltraFastBertSequenceClassifierOutput",
     "UltraFastBertForTokenClassification",
     "UltraFastBertForQuestionAnswering",
 ]

@@ -43,6 +43,17 @@ class UltraFastBertConfig(PreTrainedConfig):
         weight_quantization (`dict`, *optional*): set on AdaptivFloat checkpoints (`conversion/quantize_adaptivfloat.py`),
             e.g. `{"format": "adaptivfloat", "bits": 8, "exponent_bits": 3, "projection_dtype": "bfloat16"}`: the
             weight matrices are stored as uint8 codes with per-tensor exponent biases; `None` for float weights.
+        exit_ramps (`bool`, *optional*, defaults to `False`): give the sequence-classification head an off-ramp
+            (LayerNorm, pooler, classifier) after every layer but the last, whose exit is the final head
+            (DeeBERT / EdgeBERT early exit).
+        early_exit_entropy (`float`, *optional*): entropy threshold S of the exit rule: in eval mode an example leaves
+            at the first layer whose ramp's softmax entropy is below S. `None` runs every layer. Needs `exit_ramps`.
+        exit_predictor (`dict`, *optional*): EdgeBERT's exit-layer predictor for the current threshold, a lookup
+            table `{"entropy_bin_edges": [...], "exit_layers": [...]}` from the first ramp's entropy to the predicted
+            exit layer (one more layer than edges), fitted on held-out data (`early_exit.fit_exit_predictor`).
+        exit_calibration (`list`, *optional*): the calibration curve measured on held-out data, one dict per
+            threshold (`threshold`, `mean_layers`, `accuracy`, `exit_predictor`); the exit budget knob
+            (`UltraFastBertForSequenceClassification.set_exit_budget`) picks a threshold from it.
     """
 
     model_type = "ultrafastbert"
@@ -69,11 +80,16 @@ class UltraFastBertConfig(PreTrainedConfig):
     fff_inference: str = "conditional"
     fff_kernel: str = "auto"
     weight_quantization: dict | None = None
+    exit_ramps: bool = False
+    early_exit_entropy: float | None = None
+    exit_predictor: dict | None = None
+    exit_calibration: list | None = None
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:
             self.classifier_hidden_size = self.hidden_size
         self._validate_ultrafastbert()
+        self.validate_early_exit()
         super().__post_init__(**kwargs)
 
     def _validate_ultrafastbert(self):
@@ -120,6 +136,43 @@ class UltraFastBertConfig(PreTrainedConfig):
             raise ValueError(
                 f"UltraFastBertConfig.pad_token_id ({self.pad_token_id}) must lie in [0, vocab_size={self.vocab_size})"
             )
+
+    def validate_early_exit(self):
+        """Check the early-exit fields (also called before every exiting forward, since they may be set later)."""
+        if not isinstance(self.exit_ramps, bool):
+            raise ValueError(f"UltraFastBertConfig.exit_ramps must be a bool, got {self.exit_ramps!r}")
+        threshold = self.early_exit_entropy
+        if threshold is not None:
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
+                raise ValueError(
+                    f"UltraFastBertConfig.early_exit_entropy must be None or a non-negative number (an entropy in "
+                    f"nats), got {threshold!r}"
+                )
+            if not self.exit_ramps:
+                raise ValueError(
+                    "UltraFastBertConfig.early_exit_entropy is set but the model has no off-ramps (exit_ramps=False): "
+                    "early exit needs a checkpoint trained with exit_ramps=True"
+                )
+        predictor = self.exit_predictor
+        if predictor is not None:
+            if not isinstance(predictor, dict) or set(predictor) != {"entropy_bin_edges", "exit_layers"}:
+                raise ValueError(
+                    "UltraFastBertConfig.exit_predictor must be a dict with keys 'entropy_bin_edges' and 'exit_layers', "
+                    f"got {predictor!r}"
+                )
+            edges, layers = predictor["entropy_bin_edges"], predictor["exit_layers"]
+            if len(layers) != len(edges) + 1 or any(b < a for a, b in zip(edges, edges[1:])):
+                raise ValueError(
+                    "UltraFastBertConfig.exit_predictor needs ascending entropy_bin_edges and one more exit layer than "
+                    f"edges, got {len(edges)} edges and {len(layers)} layers"
+                )
+            if any(not 1 <= int(layer) <= self.num_hidden_layers for layer in layers):
+                raise ValueError(
+                    f"UltraFastBertConfig.exit_predictor exit_layers must lie in [1, {self.num_hidden_layers}], "
+                    f"got {layers}"
+                )
+        if self.exit_calibration is not None and not isinstance(self.exit_calibration, list):
+            raise ValueError(f"UltraFastBertConfig.exit_calibration must be a list of dicts, got {self.exit_calibration!r}")
 
     @property
     def fff_num_nodes(self) -> int:
