@@ -438,8 +438,10 @@ def main(argv=None) -> dict:
             overrides[key] = args.dropout
     # an MLM checkpoint gets a fresh pooler + classifier; a fine-tuned one with another label count is refused
     # by transformers unless the head is re-made, hence ignore_mismatched_sizes
+    # fp32 master weights and fp32 evaluation, also from a checkpoint stored in bf16 (transformers 5 would keep
+    # the stored dtype)
     model = AutoModelForSequenceClassification.from_pretrained(
-        args.model, trust_remote_code=True, ignore_mismatched_sizes=True, **overrides
+        args.model, trust_remote_code=True, ignore_mismatched_sizes=True, dtype=torch.float32, **overrides
     )
     max_length = min(args.max_length, model.config.max_position_embeddings)
     dev_set = encode(tokenizer, dev, max_length)
