@@ -134,6 +134,24 @@ def test_batch_gives_each_example_its_own_result(kernel):
     torch.testing.assert_close(batched.logits, torch.cat([a.logits for a in alone]), rtol=1e-4, atol=1e-5)
 
 
+def test_left_padded_batch_exits_like_each_example_alone():
+    """Left padding (as some tokenizers pad) must not move positions: positions follow the mask in the exit path too."""
+    model = ramp_model()
+    ids, mask = padded_batch()
+    lengths = mask.sum(1)
+    left_ids, left_mask = torch.zeros_like(ids), torch.zeros_like(mask)
+    for i, n in enumerate(lengths.tolist()):
+        left_ids[i, ids.shape[1] - n:], left_mask[i, ids.shape[1] - n:] = ids[i, :n], 1
+    entropies = softmax_entropy(full_depth_exit_logits(model, ids, mask))
+    model.set_exit_threshold(split_threshold(entropies))
+    with torch.no_grad():
+        left = model(left_ids, attention_mask=left_mask)
+        alone = [model(ids[i:i + 1, :n]) for i, n in enumerate(lengths.tolist())]
+    assert len(set(left.exit_layers.tolist())) > 1
+    assert left.exit_layers.tolist() == [int(a.exit_layers) for a in alone]
+    torch.testing.assert_close(left.logits, torch.cat([a.logits for a in alone]), rtol=1e-4, atol=1e-5)
+
+
 def test_exited_examples_really_skip_the_later_layers():
     model = ramp_model()
     ids, mask = padded_batch()

@@ -227,3 +227,38 @@ def test_push_without_a_token_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit, match="could not push .*token"):
         run_glue.push(CHECKPOINT, "someone/ultrafastbert-sst2-small")
+
+
+EXIT_CHECKPOINT = REPO / "checkpoints" / "ultrafastbert-sst2-exit8"
+
+
+@needs_sst2
+def test_early_exit_sweep_on_the_shipped_exit_checkpoint(tmp_path):
+    """The deeper demo checkpoint: its shipped threshold reproduces the card's accuracy and skips most layers; the
+    sweep checks that batch 1 and batch 32 give every sentence the same prediction and exit layer."""
+    sweep = load_script("early_exit_sweep")
+    config = json.loads((EXIT_CHECKPOINT / "config.json").read_text())
+    assert config["num_hidden_layers"] >= 8 and config["exit_ramps"] and config["exit_predictor"] is not None
+    shipped = config["early_exit_entropy"]
+    rows = sweep.main([str(EXIT_CHECKPOINT), "--dev", str(SST2 / "dev.tsv"), "--output-dir", str(tmp_path),
+                       "--thresholds", f"none,{shipped},100", "--repeats", "1"])
+    by_threshold = {r["threshold"]: r for r in rows}
+    full, exiting, everyone_at_one = by_threshold[None], by_threshold[shipped], by_threshold[100.0]
+    assert full["mean_exit_layer"] == config["num_hidden_layers"]
+    assert everyone_at_one["mean_exit_layer"] == 1.0
+    card = (EXIT_CHECKPOINT / "README.md").read_text()
+    card_accuracy = float(re.search(r"- type: accuracy\s+value: ([0-9.]+)", card).group(1))
+    assert exiting["accuracy"] == pytest.approx(card_accuracy, abs=5e-4)
+    assert full["accuracy"] - exiting["accuracy"] <= 0.01  # the issue's bound: at most 1 point lost
+    assert exiting["mean_exit_layer"] <= 0.5 * config["num_hidden_layers"]  # and at least half the layers saved
+    for name in ("early_exit_sweep.json", "early_exit_sweep.md", "early_exit_sweep.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_early_exit_sweep_refuses_a_model_without_ramps(tmp_path):
+    sweep = load_script("early_exit_sweep")
+    with pytest.raises(SystemExit, match="no off-ramps"):
+        sweep.main([str(CHECKPOINT), "--dev", str(SST2 / "dev.tsv"), "--output-dir", str(tmp_path), "--repeats", "1",
+                    "--max-examples", "4"])
+    with pytest.raises(SystemExit, match="thresholds must be"):
+        sweep.parse_thresholds("none,-1")

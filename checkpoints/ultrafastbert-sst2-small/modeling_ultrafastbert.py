@@ -543,7 +543,12 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
     # --- early-exit controls ----------------------------------------------------------------------------------
 
     def _check_exit_ramps(self, what: str) -> None:
-        self.config.validate_early_exit()
+        # the exit fields may be edited on the config at any time; validate them again only when they changed
+        fields = (self.config.exit_ramps, self.config.early_exit_entropy, id(self.config.exit_predictor),
+                  id(self.config.exit_calibration))
+        if fields != getattr(self, "_validated_exit_fields", None):
+            self.config.validate_early_exit()
+            self._validated_exit_fields = fields
         if not hasattr(self, "exit_ramps"):
             raise ValueError(
                 f"{what} needs off-ramps, but this model has none (config.exit_ramps=False when it was built); "
@@ -655,16 +660,20 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
                 for hook in list(self._exit_prediction_hooks.values()):
                     hook(predicted, remaining)
             leaving = entropy < threshold
+            leaving_count = int(leaving.sum())  # one host sync per layer decides what happens next
+            if leaving_count == 0:
+                continue
+            if leaving_count == remaining.numel():  # everyone left leaves here
+                logits[remaining] = layer_logits
+                exit_layers[remaining] = index + 1
+                break
             logits[remaining[leaving]] = layer_logits[leaving]
             exit_layers[remaining[leaving]] = index + 1
-            staying = ~leaving
-            if not bool(staying.any()):
-                break
-            if not bool(staying.all()):  # the survivors go on as a smaller batch
-                remaining, hidden_states = remaining[staying], hidden_states[staying]
-                if attention_mask is not None:
-                    attention_mask = attention_mask[staying]
-                    attention_bias = base._attention_bias(attention_mask, hidden_states.dtype)
+            staying = ~leaving  # the survivors go on as a smaller batch
+            remaining, hidden_states = remaining[staying], hidden_states[staying]
+            if attention_mask is not None:
+                attention_mask = attention_mask[staying]
+                attention_bias = base._attention_bias(attention_mask, hidden_states.dtype)
         return logits, exit_layers, predicted
 
     def _ramp_training_loss(

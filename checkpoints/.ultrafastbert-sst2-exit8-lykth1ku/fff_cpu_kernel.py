@@ -1,0 +1,904 @@
+# Copyright 2026 The UltraFastBERT-HF authors. Apache-2.0.
+"""Native CPU kernel for conditional fast-feedforward (FFF) inference.
+
+The C++ source is embedded below so that this file also works as flat remote code (``trust_remote_code=True``) in an
+environment without this package. It is compiled on first use with the system C++ compiler straight against torch's
+headers and libraries (no ninja, no pybind, no Python headers) into a per-machine cache directory
+(``$ULTRAFASTBERT_CACHE``, else ``$XDG_CACHE_HOME/ultrafastbert``, else ``~/.cache/ultrafastbert``). The cache key hashes
+the source, the flags, the compiler, torch's version and the CPU's feature flags, because the binary is built with
+``-march=native`` (vectorised for this CPU) and must not be reused on a different CPU. Builds take a file lock and are
+moved into place atomically, so concurrent processes share one build. The library's sha256 is recorded beside it and
+checked before every load: a damaged copy is rebuilt under the lock. A library, or a cache directory, that another
+user could write is never loaded: the kernel is then compiled privately for the process, with a warning. Prebuild with
+``python -m modeling_ultrafastbert.fff_cpu_kernel --build``. All copies of this file in one process (the package's and
+each remote-code checkpoint's) share one loaded library and one fake-impl registration.
+
+The compiled library registers the torch operator ``ultrafastbert::fff_forward_cpu(x, in_weight, in_bias, out_weight)``
+(with a fake implementation registered here) so ``torch.compile`` / ``torch.export`` see one opaque op. Weights are
+repacked once into a node-major layout ``[in_row | out_row]`` (one contiguous 2*H run per node) and cached inside the
+library, keyed on the parameters' identity, storage and version counter, so in-place updates or ``.to()`` invalidate
+it. Tokens are processed in chunks spread over torch's threads (``at::parallel_for``). Within a chunk the logits are
+computed level by level with the tokens kept sorted by their current node, so a row shared by a group of tokens (the
+top levels) is loaded once for the whole group, and unshared rows are read by 8 interleaved dot products; then each
+token's output is accumulated over its visited nodes in registers and written once. fp32 accumulation throughout.
+"""
+
+import hashlib
+import os
+import platform
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import types
+import warnings
+from pathlib import Path
+
+import torch
+
+OP_NAME = "ultrafastbert::fff_forward_cpu"
+OP_NAME_ADAPTIVFLOAT8 = "ultrafastbert::fff_forward_cpu_af8"
+_SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
+
+_CPP_SOURCE = r"""
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/intrusive_ptr.h>
+#include <torch/library.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+// GCC/Clang vector extensions: explicit 16-lane SIMD that the compiler lowers to whatever -march provides
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint16_t u16x16 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t u = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline float load_w(const float* p, int64_t i) { return p[i]; }
+inline float load_w(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
+
+// AdaptivFloat<8, 3> codes (sign | 3 exponent bits | 4 mantissa bits) decoded arithmetically to their "unit" values
+// 2**field * (1 + mantissa/16), i.e. with exponent bias 0: the fp32 bit pattern is the 7 magnitude bits shifted
+// under the fp32 exponent (+127) and the sign moved to bit 31; the magnitude-0 codes are zero. The tensor's scale
+// 2**exponent_bias is applied to the dot product and to the gate instead, which is exact (a power of two): the result
+// equals the fp32 kernel on the decoded weights to fp32 rounding (mostly bit for bit).
+constexpr uint32_t kAf8MantissaBits = 4;
+inline float af8_unit(uint8_t c) {
+  const uint32_t mag = c & 0x7Fu;
+  uint32_t u = mag == 0 ? 0u : (((mag << (23 - kAf8MantissaBits)) + (127u << 23)) | (uint32_t(c & 0x80u) << 24));
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+inline float load_w(const uint8_t* p, int64_t i) { return af8_unit(p[i]); }
+
+inline f32x16 load16(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline f32x16 load16(const uint16_t* p) {  // bf16 -> fp32 is a 16-bit left shift
+  u16x16 h;
+  std::memcpy(&h, p, sizeof(h));
+  u32x16 u = __builtin_convertvector(h, u32x16) << 16;
+  f32x16 v;
+  std::memcpy(&v, &u, sizeof(v));
+  return v;
+}
+inline f32x16 load16(const uint8_t* p) {  // 16 codes -> 16 floats in registers: zero-extend, shift, add, mask
+#if defined(__AVX512F__)
+  // with intrinsics (GCC scalarises the generic uint8 -> uint32 vector conversion). Sign-extending puts copies of the
+  // sign above the 7 magnitude bits: shifted under the fp32 exponent, masked to (sign | magnitude) and offset by the
+  // exponent 127 (no carry reaches the sign), zeroed where the magnitude is 0. 5 instructions per 16 weights.
+  const __m512i s = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __mmask16 nonzero = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
+  const __m512i fields = _mm512_and_si512(_mm512_slli_epi32(s, 23 - kAf8MantissaBits),
+                                          _mm512_set1_epi32(int32_t(0x80000000u | (0x7Fu << (23 - kAf8MantissaBits)))));
+  const __m512i bits = _mm512_maskz_add_epi32(nonzero, fields, _mm512_set1_epi32(127 << 23));
+  f32x16 v;
+  std::memcpy(&v, &bits, sizeof(v));
+  return v;
+#else
+  f32x16 v;
+  for (int i = 0; i < 16; ++i) v[i] = af8_unit(p[i]);
+  return v;
+#endif
+}
+inline void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline float hsum(f32x16 v) {  // tree reduction in vector registers
+  f32x8 lo, hi;
+  std::memcpy(&lo, &v, sizeof(lo));
+  std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+  const f32x8 s8 = lo + hi;
+  f32x4 l4, h4;
+  std::memcpy(&l4, &s8, sizeof(l4));
+  std::memcpy(&h4, reinterpret_cast<const char*>(&s8) + sizeof(l4), sizeof(h4));
+  const f32x4 s4 = l4 + h4;
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+// G dot products at once (G tokens, each with its own row): independent chains keep the FMA units and the memory
+// system busy where one walk alone would wait on latency
+template <typename W, int G>
+inline void dot_group(const float* const* x, const W* const* w, int64_t H, float* out) {
+  f32x16 a[G], b[G];
+  for (int g = 0; g < G; ++g) { a[g] = f32x16{0}; b[g] = f32x16{0}; }
+  int64_t h = 0;
+  for (; h + 32 <= H; h += 32) {
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      a[g] += load16(x[g] + h) * load16(w[g] + h);
+      b[g] += load16(x[g] + h + 16) * load16(w[g] + h + 16);
+    }
+  }
+  if (h + 16 <= H) {
+    for (int g = 0; g < G; ++g) a[g] += load16(x[g] + h) * load16(w[g] + h);
+    h += 16;
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    for (int64_t t = h; t < H; ++t) tail += x[g][t] * load_w(w[g], t);
+    out[g] = hsum(a[g] + b[g]) + tail;
+  }
+}
+
+template <typename W>
+inline void axpy(float* __restrict y, float a, const W* __restrict w, int64_t H) {
+  int64_t h = 0;
+  for (; h + 16 <= H; h += 16) store16(y + h, load16(y + h) + a * load16(w + h));
+  for (; h < H; ++h) y[h] += a * load_w(w, h);
+}
+
+template <int Locality>
+inline void prefetch_bytes(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, Locality);
+}
+
+inline float gelu(float z) {  // exact erf GELU, as torch.nn.functional.gelu
+  return 0.5f * z * (1.0f + std::erf(z * 0.70710678118654752440f));
+}
+
+constexpr int kGroup = 8;
+
+// G tokens against one shared row (the top levels): each weight vector is loaded once for all G tokens
+template <typename W, int G>
+inline void dot_shared(const float* const* x, const W* w, int64_t H, float* out) {
+  f32x16 a[G];
+  for (int g = 0; g < G; ++g) a[g] = f32x16{0};
+  int64_t h = 0;
+  for (; h + 16 <= H; h += 16) {
+    const f32x16 wv = load16(w + h);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) a[g] += load16(x[g] + h) * wv;
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    for (int64_t t = h; t < H; ++t) tail += x[g][t] * load_w(w, t);
+    out[g] = hsum(a[g]) + tail;
+  }
+}
+
+// Tokens order[j .. j+G) at the current level: dots, GELU, next nodes. The output rows are added later, per token
+// (accumulate_outputs), so the level-by-level pass only streams x and the input rows.
+template <typename W, int G>
+inline void walk_group(const float* x, int64_t xs, const W* tree, const float* tree_bias, int64_t row,
+                       int64_t in_bytes, int64_t H, int64_t C, int64_t j, const int64_t* order, int64_t* node,
+                       bool last, int64_t level, int64_t levels, float* gates, int64_t* path, float in_scale) {
+  const float* xg[G];
+  const W* rg[G];
+  int64_t ng[G];
+  for (int g = 0; g < G; ++g) {
+    const int64_t i = order[j + g];
+    ng[g] = node[i];
+    xg[g] = x + i * xs;
+    rg[g] = tree + ng[g] * row;
+  }
+  // prefetch the next group's distinct input rows while this group computes
+  for (int64_t m = j + G; m < std::min(C, j + 2 * G); ++m) {
+    const int64_t nn = node[order[m]];
+    if (nn != node[order[m - 1]]) prefetch_bytes<3>(tree + nn * row, in_bytes);
+  }
+  if (C <= 2 && !last) {
+    // a lone walk cannot know its next row before its dot is done; fetch both children's input rows meanwhile
+    for (int g = 0; g < G; ++g) {
+      prefetch_bytes<3>(tree + (2 * ng[g] + 1) * row, in_bytes);
+      prefetch_bytes<3>(tree + (2 * ng[g] + 2) * row, in_bytes);
+    }
+  }
+  float z[G];
+  if (G > 1 && rg[0] == rg[G - 1]) {
+    dot_shared<W, G>(xg, rg[0], H, z);  // sorted by node: first == last means the whole group shares one row
+  } else {
+    dot_group<W, G>(xg, rg, H, z);
+  }
+  for (int g = 0; g < G; ++g) {
+    const int64_t i = order[j + g];
+    z[g] = z[g] * in_scale + tree_bias[ng[g]];  // in_scale: 1, or 2**exponent_bias of AdaptivFloat rows (exact)
+    gates[i * levels + level] = gelu(z[g]);
+    path[i * levels + level] = ng[g];
+    node[i] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
+  }
+}
+
+// y_i (+)= sum over levels of gate * output row, one token at a time: blocks of 256 outputs live in registers across
+// the levels, so y is written once per tree instead of read and written at every level.
+template <typename W>
+inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H, const float* gate,
+                               const int64_t* path, int64_t levels, bool first, float out_scale) {
+  constexpr int V = 16;
+  int64_t b = 0;
+  for (; b + V * 16 <= H; b += V * 16) {
+    f32x16 acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = first ? f32x16{0} : load16(yi + b + 16 * v);
+    for (int64_t l = 0; l < levels; ++l) {
+      const W* w = tree + path[l] * row + H + b;
+      const float a = gate[l] * out_scale;
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[v] += a * load16(w + 16 * v);
+    }
+    for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
+  }
+  for (; b + 16 <= H; b += 16) {
+    f32x16 acc = first ? f32x16{0} : load16(yi + b);
+    for (int64_t l = 0; l < levels; ++l) acc += (gate[l] * out_scale) * load16(tree + path[l] * row + H + b);
+    store16(yi + b, acc);
+  }
+  for (; b < H; ++b) {
+    float s = first ? 0.f : yi[b];
+    for (int64_t l = 0; l < levels; ++l) s += (gate[l] * out_scale) * load_w(tree + path[l] * row + H, b);
+    yi[b] = s;
+  }
+}
+
+// One chunk of tokens [t0, t1): for every tree, all the chunk's tokens advance one level at a time, kept sorted by
+// their current node, so a row shared by several tokens (the top levels) is read once and then hit in L1, and the
+// rows are visited in address order. Groups of kGroup tokens run their dots together to overlap memory latency.
+template <typename W>
+void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const W* packed, const float* bias,
+                int64_t K, int64_t N, int64_t levels, int64_t H, float in_scale = 1.f, float out_scale = 1.f) {
+  const int64_t C = t1 - t0;
+  const int64_t row = 2 * H;
+  const int64_t in_bytes = H * int64_t(sizeof(W));
+  std::vector<int64_t> node(C), order(C), next(C), path(C * levels);
+  std::vector<float> gates(C * levels);
+  const float* xc = x + t0 * xs;
+  for (int64_t k = 0; k < K; ++k) {
+    const W* tree = packed + k * N * row;
+    const float* tree_bias = bias + k * N;
+    for (int64_t i = 0; i < C; ++i) { node[i] = 0; order[i] = i; }
+    for (int64_t level = 0; level < levels; ++level) {
+      const bool last = level + 1 == levels;
+      int64_t j = 0;
+      for (; j + kGroup <= C; j += kGroup)
+        walk_group<W, kGroup>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
+                              levels, gates.data(), path.data(), in_scale);
+      for (; j < C; ++j)
+        walk_group<W, 1>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
+                         levels, gates.data(), path.data(), in_scale);
+      if (last || C < 2) continue;
+      // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
+      int64_t out = 0;
+      j = 0;
+      while (j < C) {
+        const int64_t parent = (node[order[j]] - 1) / 2;
+        int64_t e = j;
+        while (e < C && (node[order[e]] - 1) / 2 == parent) ++e;
+        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 1) next[out++] = order[m];
+        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 0) next[out++] = order[m];
+        j = e;
+      }
+      std::swap(order, next);
+    }
+    for (int64_t i = 0; i < C; ++i)
+      accumulate_outputs(y + (t0 + i) * H, tree, row, H, gates.data() + i * levels, path.data() + i * levels, levels,
+                         k == 0, out_scale);
+  }
+}
+
+struct PackedEntry {
+  c10::weak_intrusive_ptr<c10::TensorImpl> w1, b, w2;
+  const c10::TensorImpl *i1, *ib, *i2;
+  const void *p1, *pb, *p2;
+  int64_t v1, vb, v2;
+  at::Tensor packed, bias;
+};
+
+std::mutex cache_mutex;
+std::vector<PackedEntry> cache;
+
+int64_t version_of(const at::Tensor& t) {
+  // inference tensors carry no version counter; they can only change in place inside inference_mode
+  return t.is_inference() ? -1 : int64_t(t._version());
+}
+
+std::tuple<at::Tensor, at::Tensor> packed_weights(const at::Tensor& w1, const at::Tensor& b, const at::Tensor& w2) {
+  std::lock_guard<std::mutex> guard(cache_mutex);
+  const int64_t v1 = version_of(w1), vb = version_of(b), v2 = version_of(w2);
+  for (auto& e : cache) {
+    if (e.i1 == w1.unsafeGetTensorImpl() && e.ib == b.unsafeGetTensorImpl() && e.i2 == w2.unsafeGetTensorImpl() &&
+        !e.w1.expired() && !e.b.expired() && !e.w2.expired() && e.p1 == w1.data_ptr() && e.pb == b.data_ptr() &&
+        e.p2 == w2.data_ptr() && e.v1 == v1 && e.vb == vb && e.v2 == v2 &&
+        e.packed.scalar_type() == w1.scalar_type()) {
+      return {e.packed, e.bias};
+    }
+  }
+  // drop entries of freed or changed parameters before adding the new one
+  cache.erase(std::remove_if(cache.begin(), cache.end(), [&](const PackedEntry& e) {
+    return e.w1.expired() || e.b.expired() || e.w2.expired() || e.i1 == w1.unsafeGetTensorImpl();
+  }), cache.end());
+  at::Tensor packed = at::cat({w1, w2}, 2).contiguous();
+  at::Tensor bias = b.to(at::kFloat).contiguous();
+  PackedEntry e{c10::weak_intrusive_ptr<c10::TensorImpl>(w1.getIntrusivePtr()),
+                c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()),
+                c10::weak_intrusive_ptr<c10::TensorImpl>(w2.getIntrusivePtr()),
+                w1.unsafeGetTensorImpl(), b.unsafeGetTensorImpl(), w2.unsafeGetTensorImpl(),
+                w1.data_ptr(), b.data_ptr(), w2.data_ptr(), v1, vb, v2, packed, bias};
+  cache.push_back(e);
+  return {packed, bias};
+}
+
+at::Tensor fff_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b, const at::Tensor& w2) {
+  TORCH_CHECK(x.device().is_cpu() && w1.device().is_cpu() && b.device().is_cpu() && w2.device().is_cpu(),
+              "fff_forward_cpu: all tensors must be on the CPU");
+  TORCH_CHECK(x.dim() == 2, "fff_forward_cpu: x must be (tokens, hidden), got ", x.dim(), " dims");
+  TORCH_CHECK(w1.dim() == 3 && w2.dim() == 3 && b.dim() == 2,
+              "fff_forward_cpu: expected in_weight (K, N, H), in_bias (K, N), out_weight (K, N, H)");
+  TORCH_CHECK(w1.sizes() == w2.sizes(), "fff_forward_cpu: in_weight ", w1.sizes(), " and out_weight ", w2.sizes(),
+              " differ in shape");
+  TORCH_CHECK(b.size(0) == w1.size(0) && b.size(1) == w1.size(1), "fff_forward_cpu: in_bias ", b.sizes(),
+              " does not match in_weight ", w1.sizes());
+  TORCH_CHECK(x.size(1) == w1.size(2), "fff_forward_cpu: x has hidden size ", x.size(1), " but the weights have ",
+              w1.size(2));
+  const auto dt = w1.scalar_type();
+  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16, "fff_forward_cpu: weights must be float32 or bfloat16, got ",
+              dt);
+  TORCH_CHECK(w2.scalar_type() == dt && x.scalar_type() == dt, "fff_forward_cpu: x (", x.scalar_type(),
+              "), in_weight (", dt, ") and out_weight (", w2.scalar_type(), ") must share one dtype");
+  TORCH_CHECK(b.is_floating_point(), "fff_forward_cpu: in_bias must be floating point");
+  const int64_t K = w1.size(0), N = w1.size(1), H = w1.size(2), T = x.size(0);
+  TORCH_CHECK(N >= 1 && ((N + 1) & N) == 0, "fff_forward_cpu: nodes per tree must be 2**(D+1)-1, got ", N);
+  int64_t levels = 0;
+  while ((int64_t(1) << levels) - 1 < N) ++levels;
+
+  if (T == 0 || H == 0) return at::zeros({T, H}, x.options());
+  at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
+  at::Tensor packed, bias;
+  std::tie(packed, bias) = packed_weights(w1, b, w2);
+  at::Tensor xf = x;
+  if (x.scalar_type() != at::kFloat || x.stride(1) != 1) xf = x.to(at::kFloat).contiguous();
+  const float* xp = xf.data_ptr<float>();
+  const int64_t xs = xf.stride(0);
+  float* yp = y.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+
+  // chunks small enough that a chunk's x and y rows stay in L2, and at least one chunk per thread
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, (T + threads - 1) / threads));
+  const int64_t chunks = (T + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t t0 = c * chunk, t1 = std::min(T, t0 + chunk);
+      if (dt == at::kFloat) {
+        walk_chunk<float>(xp, xs, yp, t0, t1, packed.data_ptr<float>(), bp, K, N, levels, H);
+      } else {
+        walk_chunk<uint16_t>(xp, xs, yp, t0, t1, reinterpret_cast<const uint16_t*>(packed.data_ptr()), bp, K, N,
+                             levels, H);
+      }
+    }
+  });
+  return dt == at::kFloat ? y : y.to(x.scalar_type());
+}
+
+// The FFF with AdaptivFloat<8, 3> rows: in_codes / out_codes (K, N, H) uint8 with one exponent bias each. Packed
+// node-major like the fp32 weights (2*H bytes per node) and cached the same way.
+at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_t in_exponent_bias, const at::Tensor& b,
+                               const at::Tensor& w2, int64_t out_exponent_bias) {
+  TORCH_CHECK(x.device().is_cpu() && w1.device().is_cpu() && b.device().is_cpu() && w2.device().is_cpu(),
+              "fff_forward_cpu_af8: all tensors must be on the CPU");
+  TORCH_CHECK(x.dim() == 2, "fff_forward_cpu_af8: x must be (tokens, hidden), got ", x.dim(), " dims");
+  TORCH_CHECK(w1.dim() == 3 && w2.dim() == 3 && b.dim() == 2 && w1.sizes() == w2.sizes() &&
+              b.size(0) == w1.size(0) && b.size(1) == w1.size(1),
+              "fff_forward_cpu_af8: expected in_codes (K, N, H), in_bias (K, N), out_codes (K, N, H); got ",
+              w1.sizes(), ", ", b.sizes(), ", ", w2.sizes());
+  TORCH_CHECK(w1.scalar_type() == at::kByte && w2.scalar_type() == at::kByte,
+              "fff_forward_cpu_af8: the codes must be uint8");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "fff_forward_cpu_af8: x must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(b.is_floating_point(), "fff_forward_cpu_af8: in_bias must be floating point");
+  TORCH_CHECK(x.size(1) == w1.size(2), "fff_forward_cpu_af8: x has hidden size ", x.size(1),
+              " but the codes have ", w1.size(2));
+  // the scales and the largest unit value (2**8 > 2**7 * 1.9375) must stay normal fp32 numbers for exactness
+  for (int64_t e : {in_exponent_bias, out_exponent_bias})
+    TORCH_CHECK(e >= -126 && e + 8 <= 127, "fff_forward_cpu_af8: exponent bias ", e, " is outside [-126, 119]");
+  const int64_t K = w1.size(0), N = w1.size(1), H = w1.size(2), T = x.size(0);
+  TORCH_CHECK(N >= 1 && ((N + 1) & N) == 0, "fff_forward_cpu_af8: nodes per tree must be 2**(D+1)-1, got ", N);
+  int64_t levels = 0;
+  while ((int64_t(1) << levels) - 1 < N) ++levels;
+
+  if (T == 0 || H == 0) return at::zeros({T, H}, x.options());
+  at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
+  at::Tensor packed, bias;
+  std::tie(packed, bias) = packed_weights(w1, b, w2);
+  at::Tensor xf = x;
+  if (x.scalar_type() != at::kFloat || x.stride(1) != 1) xf = x.to(at::kFloat).contiguous();
+  const float* xp = xf.data_ptr<float>();
+  const int64_t xs = xf.stride(0);
+  float* yp = y.data_ptr<float>();
+  const float* bp = bias.data_ptr<float>();
+  const uint8_t* wp = packed.data_ptr<uint8_t>();
+  const float in_scale = std::ldexp(1.f, int(in_exponent_bias)), out_scale = std::ldexp(1.f, int(out_exponent_bias));
+
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, (T + threads - 1) / threads));
+  const int64_t chunks = (T + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t t0 = c * chunk, t1 = std::min(T, t0 + chunk);
+      walk_chunk<uint8_t>(xp, xs, yp, t0, t1, wp, bp, K, N, levels, H, in_scale, out_scale);
+    }
+  });
+  return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+}
+
+int64_t packed_cache_size() {
+  std::lock_guard<std::mutex> guard(cache_mutex);
+  return int64_t(cache.size());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(ultrafastbert, m) {
+  m.def("fff_forward_cpu(Tensor x, Tensor in_weight, Tensor in_bias, Tensor out_weight) -> Tensor");
+  m.def("fff_cpu_packed_cache_size() -> int", &packed_cache_size);
+  m.def("fff_forward_cpu_af8(Tensor x, Tensor in_codes, int in_exponent_bias, Tensor in_bias, Tensor out_codes, "
+        "int out_exponent_bias) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
+  m.impl("fff_forward_cpu", &fff_forward_cpu);
+  m.impl("fff_forward_cpu_af8", &fff_forward_cpu_af8);
+}
+"""
+
+_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fvisibility=hidden", "-Wno-psabi", "-fopenmp"]
+# -fopenmp: ATen's inline at::parallel_for is an OpenMP region in OpenMP builds of torch (serial without the flag)
+_ARCH_FLAGS = ["-march=native"]  # vectorise for this CPU; the cache key includes the CPU flags
+
+# the op's schema is its contract: copies of this file that declare the same schema may share one loaded library
+OP_SCHEMA = "fff_forward_cpu(Tensor x, Tensor in_weight, Tensor in_bias, Tensor out_weight) -> Tensor"
+
+_state_lock = threading.Lock()
+_status: tuple[bool, str] | None = None
+_op = None
+_op_adaptivfloat8 = None
+
+# One process can hold several copies of this file: the package's, and one per checkpoint loaded as remote code
+# (transformers_modules/<checkpoint>/<hash>/fff_cpu_kernel.py). torch's operator registry is process-wide: loading a
+# second library that defines the op aborts the process, and registering a second fake impl raises on some torch
+# versions (2.11). So every copy keeps the record of what was loaded in one place they all see: a module object in
+# sys.modules under this fixed private name. Its fields (lock, library, build_key, fake_registered) are a contract
+# between versions of this file; add fields, never change their meaning.
+_SHARED_STATE_NAME = "_ultrafastbert_fff_cpu_kernel_state_v1"
+
+
+def _shared_state() -> types.ModuleType:
+    state = sys.modules.get(_SHARED_STATE_NAME)
+    if state is None:
+        fresh = types.ModuleType(_SHARED_STATE_NAME, "Process-wide state of the UltraFastBERT FFF CPU kernel.")
+        fresh.lock = threading.RLock()  # held while a copy loads the library and registers the fake impl
+        fresh.library = None  # where the library that defines the op in this process was loaded from
+        fresh.build_key = None  # the cache key (source, flags, compiler, torch, CPU) of that library
+        fresh.fake_registered = False
+        state = sys.modules.setdefault(_SHARED_STATE_NAME, fresh)  # atomic: two racing copies still get one record
+    return state
+
+
+def _cache_root() -> Path:
+    if os.environ.get("ULTRAFASTBERT_CACHE"):
+        return Path(os.environ["ULTRAFASTBERT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ultrafastbert"
+
+
+def _cpu_signature() -> str:
+    # the feature flags decide what -march=native emits; a binary built for one CPU may crash on another
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name")):
+                    return platform.machine() + ":" + line.strip()
+    except OSError:
+        pass
+    return platform.machine() + ":" + platform.processor()
+
+
+def _compiler() -> str:
+    return os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
+
+
+def _compile_command(output: str, source: str, arch_flags: list[str]) -> list[str]:
+    from torch.utils import cpp_extension
+
+    cmd = _compiler().split() + [source, "-o", output] + _BASE_FLAGS + arch_flags
+    cmd += [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
+    for path in cpp_extension.include_paths():
+        cmd += ["-isystem", path]
+    for path in cpp_extension.library_paths():
+        cmd += ["-L" + path, "-Wl,-rpath," + path]
+    cmd += ["-lc10", "-ltorch_cpu"]
+    return cmd
+
+
+def _build_key() -> str:
+    key = "\n".join([_CPP_SOURCE, " ".join(_BASE_FLAGS + _ARCH_FLAGS), _compiler(), torch.__version__,
+                     _cpu_signature()])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def library_path() -> Path:
+    """Where the compiled library for this machine, source and torch version lives (it may not exist yet)."""
+    return _cache_root() / f"fff_cpu_{_build_key()}" / "fff_cpu_kernel.so"
+
+
+def digest_path(library: Path) -> Path:
+    """The sha256 of the library as built, recorded beside it and checked before every load."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _private_group(gid: int) -> bool:
+    """Whether ``gid`` is this user's own group (user-private groups, as Debian/Ubuntu create with umask 002, where
+    "group-writable" means writable by this user only)."""
+    try:
+        import grp
+        import pwd
+
+        user, group = pwd.getpwuid(os.getuid()), grp.getgrgid(gid)
+    except (ImportError, KeyError):
+        return False
+    return gid == user.pw_gid and group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+
+
+def _writable_by_others(info: os.stat_result) -> bool:
+    if info.st_mode & stat.S_IWOTH:
+        return True
+    return bool(info.st_mode & stat.S_IWGRP) and not _private_group(info.st_gid)
+
+
+def _untrusted_location(directory: Path, strict_levels: int = 2) -> str | None:
+    """Why another user could change the files in ``directory`` (None when only this user, or root, can).
+
+    The directory and the ``strict_levels - 1`` above it (by default the library's folder and the cache root) must be
+    this user's and writable by no one else. Every directory further up must belong to this user or root and be
+    writable by no one else, unless it is sticky like /tmp (others may add entries there but cannot rename or replace
+    ours)."""
+    uid = os.getuid()
+    directory = directory.resolve()
+    for level, path in enumerate([directory, *directory.parents]):
+        info = os.stat(path)
+        strict = level < strict_levels
+        if info.st_uid != uid and (strict or info.st_uid != 0):
+            return f"{path} belongs to another user (uid {info.st_uid})"
+        if _writable_by_others(info) and (strict or not info.st_mode & stat.S_ISVTX):
+            return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _library_problem(library: Path) -> str | None:
+    """Why the cached library must not be loaded (None when it may): missing, not this user's, writable by others,
+    or not the bytes that were built (a truncated library can kill the process with SIGBUS when it is loaded)."""
+    uid = os.getuid()
+    for path in (library, digest_path(library)):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return f"{path.name} is missing"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{path} is not a regular file"
+        if info.st_uid != uid:
+            return f"{path} belongs to another user (uid {info.st_uid})"
+        if _writable_by_others(info):
+            return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    if _sha256(library).encode() != digest_path(library).read_bytes().strip():
+        return f"{library} is not the library that was built (its sha256 differs from the recorded one)"
+    return None
+
+
+def _compile(output: Path, workdir: str) -> None:
+    source = os.path.join(workdir, "fff_cpu_kernel.cpp")
+    with open(source, "w") as f:
+        f.write(_CPP_SOURCE)
+    errors = []
+    for arch in (_ARCH_FLAGS, []):  # a compiler without -march=native still gets a portable build
+        proc = subprocess.run(_compile_command(str(output), source, arch), capture_output=True, text=True)
+        if proc.returncode == 0:
+            os.chmod(output, 0o755)  # whatever the umask: no one else may write the library
+            return
+        errors.append(proc.stderr.strip()[-2000:])
+    raise RuntimeError("compiling the FFF CPU kernel failed:\n" + "\n---\n".join(errors))
+
+
+def _build(target: Path) -> None:
+    """Compile into ``target`` and record its sha256 beside it, each moved into place atomically (the library first:
+    a reader that sees a new library with the old digest finds a mismatch and waits for this build's lock)."""
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        output = Path(tmp) / target.name
+        _compile(output, tmp)
+        digest = Path(tmp) / digest_path(target).name
+        digest.write_text(_sha256(output) + "\n")
+        os.chmod(digest, 0o644)
+        os.replace(output, target)
+        os.replace(digest, digest_path(target))
+
+
+class _CacheUnusable(Exception):
+    """The cache directory cannot be trusted or written; the kernel is compiled privately instead."""
+
+
+def _cached_library() -> tuple[Path, str]:
+    """The cached library, checked (built, or rebuilt under the build lock when missing or damaged), and a note on
+    what was rebuilt."""
+    target = library_path()
+    try:
+        os.makedirs(_cache_root(), mode=0o700, exist_ok=True)
+        problem = _untrusted_location(_cache_root(), strict_levels=1)  # checked before anything is created inside
+        if problem is None:
+            os.makedirs(target.parent, mode=0o700, exist_ok=True)
+            problem = _untrusted_location(target.parent)
+    except OSError as error:
+        raise _CacheUnusable(f"it cannot be created ({error})") from error
+    if problem is not None:
+        raise _CacheUnusable(problem)
+    if _library_problem(target) is None:
+        return target, ""
+    existed = target.exists()
+    import fcntl  # POSIX only; on other systems the build raises and the dispatch falls back
+
+    try:
+        lock = open(target.parent / "build.lock", "w")
+    except OSError as error:
+        raise _CacheUnusable(f"it is not writable ({error})") from error
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds, the others wait and reuse its result
+        damage = _library_problem(target)
+        if damage is None:
+            return target, ""
+        _build(target)
+        problem = _library_problem(target)
+        if problem is not None:
+            raise RuntimeError(f"the freshly built library fails its own check: {problem}")
+    return target, f" (rebuilt: {damage})" if existed else ""
+
+
+def _load_private_build() -> None:
+    """Compile into a fresh private temporary directory, load, and delete the files (the mapping outlives them)."""
+    tmp = tempfile.mkdtemp(prefix="ultrafastbert-fff-")  # mode 0700, this user's
+    try:
+        problem = _untrusted_location(Path(tmp), strict_levels=1)  # the temp folder above is usually sticky /tmp
+        if problem is not None:
+            raise RuntimeError(f"no private place to build the FFF CPU kernel either: {problem}")
+        library = Path(tmp) / "fff_cpu_kernel.so"
+        _compile(library, tmp)
+        torch.ops.load_library(str(library))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_library_once(state: types.ModuleType) -> str:
+    """Load the library unless a copy of this file already did (a second library defining the op aborts the process);
+    returns where it came from. Runs under the shared lock."""
+    key = _build_key()
+    if state.library is not None:
+        if state.build_key == key:
+            return f"compiled FFF CPU kernel loaded from {state.library} (shared by every copy of this code)"
+        return (f"compiled FFF CPU kernel loaded from {state.library} (shared; built from another version of this "
+                f"code, with the same op schema)")
+    if hasattr(torch.ops.ultrafastbert, "fff_forward_cpu"):
+        # defined by a copy of this file that predates the shared record
+        state.library, state.build_key = "a library loaded earlier in this process", None
+        return "compiled FFF CPU kernel already loaded in this process (reused)"
+    try:
+        target, note = _cached_library()
+        torch.ops.load_library(str(target))
+        where = str(target) + note
+    except _CacheUnusable as problem:
+        _load_private_build()
+        where = f"a private build for this process (the cache {_cache_root()} cannot be used: {problem})"
+        warnings.warn(
+            f"UltraFastBERT: the FFF CPU kernel cache {_cache_root()} cannot be used ({problem}); the kernel was "
+            f"compiled privately for this process instead (~12 s each time). Set ULTRAFASTBERT_CACHE to a writable "
+            f"directory that only you can write to.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    state.library, state.build_key = where, key
+    return "compiled FFF CPU kernel loaded from " + where
+
+
+def _register_fake() -> None:
+    @torch.library.register_fake(OP_NAME)
+    def _(x, in_weight, in_bias, out_weight):
+        torch._check(x.dim() == 2, lambda: "fff_forward_cpu: x must be (tokens, hidden)")
+        torch._check(x.shape[1] == in_weight.shape[2], lambda: "fff_forward_cpu: hidden size mismatch")
+        return x.new_empty(x.shape)
+
+
+def _torch_has_fake_impl(op_name: str = OP_NAME) -> bool:
+    """Whether torch already holds a fake (or Meta) kernel for the op, e.g. from a copy of this file that predates
+    the shared record. The registry is a torch internal, so this is checked defensively."""
+    if torch._C._dispatch_has_kernel_for_dispatch_key(op_name, "Meta"):
+        return True
+    try:
+        from torch._library.simple_registry import singleton
+
+        return singleton.find(op_name).fake_impl.kernel is not None
+    except Exception:  # a torch whose registry looks different: register and let torch decide
+        return False
+
+
+def _load() -> tuple[bool, str]:
+    global _op
+    if sys.platform == "win32":
+        return False, "the FFF CPU kernel is built with a POSIX C++ toolchain, not available on Windows"
+    state = _shared_state()
+    try:
+        with state.lock:
+            reason = _load_library_once(state)
+            schema = str(torch.ops.ultrafastbert.fff_forward_cpu.default._schema)
+            if schema != "ultrafastbert::" + OP_SCHEMA:
+                raise RuntimeError(f"the op loaded in this process has the schema {schema!r}, this code needs "
+                                   f"{OP_SCHEMA!r}")
+            if not state.fake_registered:
+                if not _torch_has_fake_impl(OP_NAME):
+                    _register_fake()
+                if not _torch_has_fake_impl(OP_NAME_ADAPTIVFLOAT8):
+                    _register_fake_adaptivfloat8()
+            state.fake_registered = True
+            _op = torch.ops.ultrafastbert.fff_forward_cpu.default
+    except Exception as error:  # no compiler, no headers, read-only cache, ... -> fall back, saying why
+        return False, f"the FFF CPU kernel could not be built or loaded ({type(error).__name__}: {error})"
+    return True, reason
+
+
+def is_available() -> tuple[bool, str]:
+    """Compile (first call only, cached on disk) and load the kernel. Returns ``(ok, reason)``."""
+    global _status
+    if _status is None:
+        with _state_lock:
+            if _status is None:
+                _status = _load()
+    return _status
+
+
+def _check_inputs(x, in_weight, in_bias, out_weight) -> None:
+    if x.dim() != 2:
+        raise ValueError(f"fff_forward: x must be (tokens, hidden), got shape {tuple(x.shape)}")
+    dtype = in_weight.dtype
+    if dtype not in _SUPPORTED_DTYPES:
+        raise TypeError(f"fff_forward: weights must be float32 or bfloat16, got {dtype}")
+    if x.dtype != dtype or out_weight.dtype != dtype:
+        raise TypeError(
+            f"fff_forward: x ({x.dtype}), in_weight ({dtype}) and out_weight ({out_weight.dtype}) must share one dtype"
+        )
+    if in_weight.dim() != 3 or in_weight.shape != out_weight.shape or in_bias.shape != in_weight.shape[:2]:
+        raise ValueError(
+            f"fff_forward: expected in_weight (K, N, H), in_bias (K, N), out_weight (K, N, H); got "
+            f"{tuple(in_weight.shape)}, {tuple(in_bias.shape)}, {tuple(out_weight.shape)}"
+        )
+    if x.shape[1] != in_weight.shape[2]:
+        raise ValueError(f"fff_forward: x has hidden size {x.shape[1]} but the weights have {in_weight.shape[2]}")
+    for name, t in (("x", x), ("in_weight", in_weight), ("in_bias", in_bias), ("out_weight", out_weight)):
+        if t.device.type != "cpu":
+            raise ValueError(f"fff_forward: {name} is on {t.device}, the CPU kernel needs every tensor on the CPU")
+
+
+def fff_forward(
+    x: torch.Tensor, in_weight: torch.Tensor, in_bias: torch.Tensor, out_weight: torch.Tensor
+) -> torch.Tensor:
+    """Conditional FFF forward on the CPU. ``x`` (T, H), weights (K, N, H) / (K, N); returns (T, H) in x's dtype."""
+    if _op is None:
+        ok, reason = is_available()
+        if not ok:
+            raise RuntimeError(reason)
+    # one cheap combined test on the hot path (a single token costs a few µs in all); the detailed check only runs
+    # to name the problem when something is off
+    dtype = in_weight.dtype
+    if not (
+        x.is_cpu and in_weight.is_cpu and in_bias.is_cpu and out_weight.is_cpu
+        and x.dtype is dtype and out_weight.dtype is dtype and dtype in _SUPPORTED_DTYPES
+        and x.dim() == 2 and in_weight.dim() == 3 and in_bias.dim() == 2
+        and x.shape[1] == in_weight.shape[2] and in_weight.shape == out_weight.shape
+        and in_bias.shape == in_weight.shape[:2]
+    ):
+        _check_inputs(x, in_weight, in_bias, out_weight)
+    return _op(x, in_weight, in_bias, out_weight)
+
+
+def _register_fake_adaptivfloat8() -> None:
+    @torch.library.register_fake(OP_NAME_ADAPTIVFLOAT8)
+    def _(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias):
+        torch._check(x.dim() == 2, lambda: "fff_forward_cpu_af8: x must be (tokens, hidden)")
+        torch._check(x.shape[1] == in_codes.shape[2], lambda: "fff_forward_cpu_af8: hidden size mismatch")
+        return x.new_empty(x.shape)
+
+
+def fff_forward_adaptivfloat8(
+    x: torch.Tensor,
+    in_codes: torch.Tensor,
+    in_exponent_bias: int,
+    in_bias: torch.Tensor,
+    out_codes: torch.Tensor,
+    out_exponent_bias: int,
+) -> torch.Tensor:
+    """Conditional FFF on the CPU with AdaptivFloat<8, 3> rows: ``in_codes`` / ``out_codes`` (K, N, H) uint8, each with
+    its per-tensor exponent bias (see adaptivfloat.py); ``in_bias`` (K, N) float; ``x`` (T, H) float32 or bfloat16.
+    Equals the fp32 kernel on the decoded weights to fp32 rounding (the tensor scales are powers of two)."""
+    global _op_adaptivfloat8
+    if _op_adaptivfloat8 is None:
+        ok, reason = is_available()
+        if not ok:
+            raise RuntimeError(reason)
+        if not hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8"):  # a library built by an older copy
+            raise RuntimeError("the FFF CPU kernel loaded in this process has no 8-bit AdaptivFloat op; it was "
+                               "built from an older copy of fff_cpu_kernel.py")
+        _op_adaptivfloat8 = torch.ops.ultrafastbert.fff_forward_cpu_af8.default
+    if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"fff_forward_adaptivfloat8: x must be (tokens, hidden) float32/bfloat16, got "
+                         f"{x.dtype} {tuple(x.shape)}")
+    if in_codes.dtype != torch.uint8 or out_codes.dtype != torch.uint8:
+        raise TypeError(f"fff_forward_adaptivfloat8: codes must be uint8, got {in_codes.dtype} / {out_codes.dtype}")
+    if in_codes.dim() != 3 or in_codes.shape != out_codes.shape or in_bias.shape != in_codes.shape[:2]:
+        raise ValueError(
+            f"fff_forward_adaptivfloat8: expected in_codes (K, N, H), in_bias (K, N), out_codes (K, N, H); got "
+            f"{tuple(in_codes.shape)}, {tuple(in_bias.shape)}, {tuple(out_codes.shape)}"
+        )
+    if x.shape[1] != in_codes.shape[2]:
+        raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
+    return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
+
+
+def packed_cache_size() -> int:
+    """How many packed weight sets the kernel currently caches (for tests and diagnostics)."""
+    is_available()
+    return torch.ops.ultrafastbert.fff_cpu_packed_cache_size()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build / check the UltraFastBERT native CPU FFF kernel.")
+    parser.add_argument("--build", action="store_true", help="compile the kernel into the cache now")
+    args = parser.parse_args()
+    ok, reason = is_available()
+    print(reason)
+    sys.exit(0 if ok else 1)
