@@ -62,9 +62,9 @@ def batches(tokenizer, sentences: list[str], batch_size: int, max_length: int) -
     return out
 
 
-def run_pass(model, encoded: list[dict]) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Seconds for the whole list of batches, plus predictions and exit layers."""
-    predictions, exits = [], []
+def run_pass(model, encoded: list[dict]) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Seconds for the whole list of batches, plus predictions, exit layers and predicted exit layers (if any)."""
+    predictions, exits, predicted = [], [], []
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in encoded:
@@ -74,8 +74,10 @@ def run_pass(model, encoded: list[dict]) -> tuple[float, torch.Tensor, torch.Ten
                 exits.append(output.exit_layers)
             else:
                 exits.append(torch.full((output.logits.shape[0],), model.config.num_hidden_layers))
+            if output.predicted_exit_layers is not None:
+                predicted.append(output.predicted_exit_layers)
     seconds = time.perf_counter() - start
-    return seconds, torch.cat(predictions), torch.cat(exits)
+    return seconds, torch.cat(predictions), torch.cat(exits), torch.cat(predicted) if predicted else None
 
 
 def sweep(model, tokenizer, sentences, labels, thresholds, batch_sizes=(1, 32), repeats: int = 3,
@@ -89,18 +91,24 @@ def sweep(model, tokenizer, sentences, labels, thresholds, batch_sizes=(1, 32), 
         for threshold in thresholds:
             model.set_exit_threshold(threshold)
             for b in batch_sizes:
-                seconds, predictions, exits = run_pass(model, encoded[b])
+                seconds, predictions, exits, predicted = run_pass(model, encoded[b])
                 times[(threshold, b)].append(seconds)
-                previous = seen.setdefault(threshold, (predictions, exits))
+                previous = seen.setdefault(threshold, (predictions, exits, predicted))
                 # per-example decisions must not depend on the batch (exit rule and padding are per example)
                 if not (torch.equal(previous[0], predictions) and torch.equal(previous[1], exits)):
                     raise RuntimeError(f"threshold {threshold}: batch {b} gave other predictions or exits")
     rows = []
     for threshold in thresholds:
-        predictions, exits = seen[threshold]
+        predictions, exits, predicted = seen[threshold]
+        layers = model.config.num_hidden_layers
         row = {"threshold": threshold, "accuracy": float((predictions == labels_t).float().mean()),
                "mean_exit_layer": float(exits.float().mean()),
-               "exit_histogram": torch.bincount(exits, minlength=model.config.num_hidden_layers + 1)[1:].tolist()}
+               "exit_histogram": torch.bincount(exits, minlength=layers + 1)[1:].tolist()}
+        if predicted is not None:  # the exit predictor is stored for this threshold: how good was it?
+            row["predictor_within_one_layer"] = float(((predicted - exits).abs() <= 1).float().mean())
+            # confusion[true - 1][predicted - 1]
+            row["predictor_confusion"] = torch.bincount((exits - 1) * layers + (predicted - 1),
+                                                        minlength=layers * layers).view(layers, layers).tolist()
         for b in batch_sizes:
             row[f"seconds_batch{b}"] = statistics.median(times[(threshold, b)])
         rows.append(row)

@@ -126,8 +126,13 @@ def exit_section(config, results: dict, sweep: dict, shipped: dict, full: dict) 
         f"({sweep['machine']}, median of {sweep['repeats']} passes): {100 * shipped['time_saved_batch1']:.0f}% less "
         f"at batch 1 and {100 * shipped['time_saved_batch32']:.0f}% less at batch 32. The exit-layer predictor "
         f"(after layer 1, from the first ramp's entropy) is within one layer of the true exit for "
-        f"{100 * results.get('predictor_within_one_layer', float('nan')):.1f}% of dev sentences at the training run's "
-        f"threshold ({results.get('exit_threshold', float('nan')):.4g}).",
+        f"{100 * shipped.get('predictor_within_one_layer', float('nan')):.1f}% of dev sentences at this threshold "
+        "(rows: true exit layer 1..L, columns: predicted):",
+        "",
+        "| true \\ predicted | " + " | ".join(str(i + 1) for i in range(config.num_hidden_layers)) + " |",
+        "|" + "---|" * (config.num_hidden_layers + 1),
+        *[f"| {i + 1} | " + " | ".join(str(v) for v in row) + " |"
+          for i, row in enumerate(shipped.get("predictor_confusion", []))],
         "",
         "The sweep (`python examples/early_exit_sweep.py <this folder> --output-dir OUT`):",
         "",

@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import pytest
 import torch
 from conftest import run_in_clean_env, tiny_config
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
@@ -77,11 +78,12 @@ def test_remote_code_round_trip_in_a_clean_environment(tmp_path):
     assert "UltraFastBertForMaskedLM tied" in output
 
 
-def test_embedded_checkpoint_carries_the_current_code():
-    """The shipped checkpoint's remote-code files are the package's (refresh: examples/refresh_checkpoint_code.py)."""
+@pytest.mark.parametrize("name", ["ultrafastbert-sst2-small", "ultrafastbert-sst2-exit8"])
+def test_embedded_checkpoint_carries_the_current_code(name):
+    """The shipped checkpoints' remote-code files are the package's (refresh: examples/refresh_checkpoint_code.py)."""
     from conftest import REPO_ROOT
 
-    checkpoint = REPO_ROOT / "checkpoints" / "ultrafastbert-sst2-small"
+    checkpoint = REPO_ROOT / "checkpoints" / name
     shipped = sorted(path.name for path in checkpoint.glob("*.py"))
     assert shipped, "the embedded checkpoint has no remote-code files"
     for name in shipped:
