@@ -354,3 +354,42 @@ def test_adaptivfloat8_model_uses_the_8bit_kernel_on_cuda():
     fff.kernel = "torch"
     with torch.no_grad():
         torch.testing.assert_close(y, fff(x), rtol=1e-4, atol=1e-4)
+
+
+def test_early_exit_on_cuda_with_the_triton_kernels_matches_the_cpu():
+    """Early exit on the GPU (Triton FFF kernels, shrinking batch) gives every example the exit layer and logits the
+    CPU PyTorch walk gives it."""
+    from modeling_ultrafastbert import UltraFastBertConfig, UltraFastBertForSequenceClassification
+    from modeling_ultrafastbert.early_exit import softmax_entropy
+
+    torch.manual_seed(0)
+    config = UltraFastBertConfig(
+        vocab_size=500, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, fff_depth=6,
+        max_position_embeddings=64, exit_ramps=True, fff_kernel="torch",
+    )
+    cpu = UltraFastBertForSequenceClassification(config).eval()
+    with torch.no_grad():
+        for ramp in cpu.exit_ramps:
+            ramp.classifier.weight.mul_(8.0)  # spread the entropies so that examples leave at different layers
+    ids = torch.randint(5, 500, (48, 40))
+    mask = (torch.arange(40)[None] < torch.randint(4, 41, (48, 1))).long()
+    with torch.no_grad():
+        entropies = softmax_entropy(cpu(ids, attention_mask=mask, output_exit_logits=True).exit_logits)
+    threshold = float(entropies[:, 1].median())
+    cpu.set_exit_threshold(threshold)
+    import copy
+
+    gpu = UltraFastBertForSequenceClassification(copy.deepcopy(cpu.config)).eval()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.config.fff_kernel = "native"
+    gpu.set_exit_threshold(threshold)
+    gpu.cuda()
+    with torch.no_grad():
+        expected = cpu(ids, attention_mask=mask)
+        got = gpu(ids.cuda(), attention_mask=mask.cuda())
+    assert len(set(expected.exit_layers.tolist())) > 1
+    # decisions near the threshold may flip with rounding: compare where the entropies are clear of it
+    clear = ((entropies[:, :-1] - threshold).abs() > 1e-3).all(-1)
+    assert clear.float().mean() > 0.8
+    assert got.exit_layers.cpu()[clear].tolist() == expected.exit_layers[clear].tolist()
+    torch.testing.assert_close(got.logits.cpu()[clear], expected.logits[clear], rtol=1e-4, atol=1e-4)
