@@ -186,7 +186,11 @@ def main(argv=None) -> None:
         shutil.rmtree(staging)
         raise SystemExit("error: the re-saved weights differ from the source; nothing was changed")
     if args.card:
-        write_card(staging, model.config, args.name or target.name)
+        try:
+            write_card(staging, model.config, args.name or target.name)
+        except BaseException:
+            shutil.rmtree(staging)  # leave no half-written folder behind
+            raise
     if target.exists():
         shutil.rmtree(target)
     shutil.move(str(staging), str(target))
