@@ -78,6 +78,11 @@ def parse_args(argv=None):
                    help="train the dense-feedforward twin instead: fff_trees*(2**(fff_depth+1)-1) trees of depth 0, "
                         "i.e. an ordinary GELU feedforward with the same neurons and parameter count, all of them "
                         "used for every token; everything else is identical")
+    p.add_argument("--hidden-groups", type=int, default=None,
+                   help="ALBERT cross-layer sharing: the layers share the parameters of this many blocks "
+                        "(default: no sharing)")
+    p.add_argument("--embedding-size", type=int, default=None,
+                   help="ALBERT factorized embeddings of this width, projected to --hidden-size (default: none)")
     p.add_argument("--seq-length", type=int, default=128)
     # optimisation (crammedBERT defaults, scaled to a single small GPU)
     p.add_argument("--batch-size", type=int, default=128, help="per-device batch size")
@@ -225,6 +230,8 @@ def build_config(args, tokenizer) -> UltraFastBertConfig:
         attention_probs_dropout_prob=0.0,
         embedding_dropout_prob=0.0,
         pad_token_id=tokenizer.pad_token_id,
+        num_hidden_groups=args.hidden_groups,
+        embedding_size=args.embedding_size,
     )
 
 
@@ -355,7 +362,8 @@ def main(argv=None) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {args.layers} layers, hidden {args.hidden_size}, {args.heads} heads, FFF {config.fff_trees} tree(s) "
           f"of depth {config.fff_depth} ({config.fff_num_nodes * config.fff_trees} neurons, "
-          f"{(config.fff_depth + 1) * config.fff_trees} used per token); {n_params / 1e6:.2f}M parameters", flush=True)
+          f"{(config.fff_depth + 1) * config.fff_trees} used per token), {len(model.ultrafastbert.layers)} distinct "
+          f"block(s), embedding width {config.word_embedding_size}; {n_params / 1e6:.2f}M parameters", flush=True)
 
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=args.mlm_probability)
     set_seed(args.seed + 1)

@@ -23,6 +23,20 @@ or ``--exit-entropy``. The dev set is not used for any of these choices; it repo
 
     python examples/run_glue.py --task sst2 --model MLM_CHECKPOINT --data-dir ../shared/data/glue \
         --output-dir /tmp/sst2-exit --exit-ramps --epochs 2 --ramp-epochs 1
+
+Distillation (EdgeBERT's recipe): ``--teacher FINE_TUNED_CHECKPOINT`` trains the student on
+``alpha * T**2 * CE(softmax(teacher / T), log_softmax(student / T)) + (1 - alpha) * label loss`` with
+``--distill-alpha`` (default 0.9, EdgeBERT's 0.9 soft / 0.1 hard) and ``--distill-temperature`` T (default 2). The
+teacher (any size, FFF or dense, with or without off-ramps) runs in eval mode, without gradients and without early
+exit, once over the training set before training, each sentence tokenized with the teacher's own tokenizer (so the
+tokenizers may differ); it must be a classifier with the student's label set, otherwise the script stops with an error
+(see `modeling_ultrafastbert/distillation.py`). With ``--exit-ramps`` the teacher guides the backbone stage of the
+two-stage training only. A teacher too large to hold next to the student can be run once beforehand:
+``--teacher CHECKPOINT --save-teacher-logits FILE.safetensors`` writes its logits for every training row and stops;
+``--teacher FILE.safetensors`` then trains on them.
+
+    python examples/run_glue.py --task sst2 --model FFF_MLM_CHECKPOINT --teacher DENSE_SST2_CHECKPOINT \
+        --data-dir ../shared/data/glue --output-dir /tmp/sst2-distilled --epochs 2
 """
 
 import argparse
@@ -52,6 +66,11 @@ from modeling_ultrafastbert.early_exit import (  # noqa: E402
     predict_exit_layers,
     simulate_exit_layers,
     softmax_entropy,
+)
+from modeling_ultrafastbert.distillation import (  # noqa: E402
+    DistillationTrainer,
+    check_teacher_compatible,
+    teacher_logits,
 )
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
@@ -294,7 +313,27 @@ def parse_args(argv=None):
     choice.add_argument("--exit-mean-layers", type=float, default=None,
                         help="pick the most accurate threshold running at most this many layers on average")
     choice.add_argument("--exit-entropy", type=float, default=None, help="use this entropy threshold")
+    distill = p.add_argument_group("distillation from a fine-tuned teacher")
+    distill.add_argument("--teacher", default=None,
+                         help="fine-tuned classifier of the same task whose soft targets guide training, or a "
+                              ".safetensors file of its training-set logits (--save-teacher-logits)")
+    distill.add_argument("--save-teacher-logits", metavar="FILE", default=None,
+                         help="with --teacher CHECKPOINT: write its logits for every training row to FILE "
+                              "(.safetensors) and stop")
+    distill.add_argument("--distill-alpha", type=float, default=0.9,
+                         help="weight of the soft-target loss; the label loss gets 1 - alpha (EdgeBERT: 0.9)")
+    distill.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature T of the soft targets")
     args = p.parse_args(argv)
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        p.error("--distill-alpha must lie in [0, 1]")
+    if not args.distill_temperature > 0:
+        p.error("--distill-temperature must be > 0")
+    if args.save_teacher_logits is not None and (args.teacher is None or args.teacher.endswith(".safetensors")):
+        p.error("--save-teacher-logits needs --teacher CHECKPOINT")
+    if args.teacher is not None and args.eval_only:
+        p.error("--teacher needs training (drop --eval-only)")
+    if args.teacher is not None and args.exit_ramps and args.exit_training != "two-stage":
+        p.error("--teacher with --exit-ramps needs --exit-training two-stage (the teacher guides the backbone stage)")
     if args.exit_entropy is not None and args.exit_entropy < 0:
         p.error("--exit-entropy must be >= 0")
     if not 0.0 <= args.ramp_distill_weight <= 1.0:
@@ -411,6 +450,36 @@ def exit_report(model, dev_set, tokenizer, args) -> dict:
     return report
 
 
+def save_teacher_logits(path: str, logits: torch.Tensor, task_name: str, teacher: str) -> None:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({"teacher_logits": logits.float().contiguous()}, str(tmp),
+              metadata={"task": task_name, "teacher": str(teacher), "rows": str(len(logits))})
+    os.replace(tmp, path)
+
+
+def load_teacher_logits(path: str, task_name: str, rows: int, num_labels: int) -> torch.Tensor:
+    """Precomputed teacher logits for the first ``rows`` training rows, checked against the task and label count."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise SystemExit(f"error: --teacher {path}: no such file")
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if "teacher_logits" not in handle.keys():
+            raise SystemExit(f"error: --teacher {path} holds no 'teacher_logits' tensor (write it with --save-teacher-logits)")
+        logits = handle.get_tensor("teacher_logits").float()
+    if metadata.get("task") != task_name:
+        raise SystemExit(f"error: --teacher {path} holds logits for task {metadata.get('task')!r}, not {task_name!r}")
+    if logits.dim() != 2 or logits.shape[1] != num_labels or logits.shape[0] < rows:
+        raise SystemExit(f"error: --teacher {path}: logits of shape {tuple(logits.shape)} do not cover {rows} training "
+                         f"rows of {num_labels} labels")
+    return logits[:rows]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     task = TASKS[args.task]
@@ -444,8 +513,38 @@ def main(argv=None) -> dict:
         args.model, trust_remote_code=True, ignore_mismatched_sizes=True, dtype=torch.float32, **overrides
     )
     max_length = min(args.max_length, model.config.max_position_embeddings)
+    teacher = None
     dev_set = encode(tokenizer, dev, max_length)
     train_set = None if train is None else encode(tokenizer, train, max_length)
+    teacher_results = {}
+    if args.teacher is not None:
+        if task.labels is None:
+            raise SystemExit("error: --teacher needs a classification task (soft targets are class distributions)")
+        t0 = time.time()
+        if args.teacher.endswith(".safetensors"):
+            targets = load_teacher_logits(args.teacher, args.task, len(train_set), num_labels)
+        else:
+            teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, trust_remote_code=True)
+            try:
+                check_teacher_compatible(model, teacher)
+            except ValueError as error:
+                raise SystemExit(f"error: --teacher {args.teacher}: {error}") from None
+            # the teacher reads each sentence in its own tokenization; its logits travel with the student's examples
+            teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher, trust_remote_code=True)
+            teacher_set = encode(teacher_tokenizer, train, min(args.max_length, teacher.config.max_position_embeddings))
+            teacher.to("cuda" if torch.cuda.is_available() else "cpu")
+            targets = teacher_logits(teacher, teacher_set, DataCollatorWithPadding(teacher_tokenizer),
+                                     args.eval_batch_size)
+            teacher.to("cpu")
+            if args.save_teacher_logits is not None:
+                save_teacher_logits(args.save_teacher_logits, targets, args.task, args.teacher)
+                print(f"teacher logits for {len(targets)} training rows written to {args.save_teacher_logits}")
+                return {"teacher_logits": args.save_teacher_logits, "rows": len(targets)}
+        train_set.encodings["teacher_logits"] = targets.tolist()
+        teacher_results = {
+            "teacher_train_accuracy": accuracy(targets.argmax(-1).numpy(), train["label"]),
+            "teacher_seconds": round(time.time() - t0, 1),
+        }
 
     output_dir = Path(args.output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -470,13 +569,18 @@ def main(argv=None) -> dict:
             disable_tqdm=False,
             dataloader_pin_memory=on_cuda,
         )
-        return Trainer(
+        distilling = args.teacher is not None and tag in ("train", "backbone")
+        if not distilling and dataset is not None and "teacher_logits" in dataset.encodings:
+            dataset = EncodedDataset({k: v for k, v in dataset.encodings.items() if k != "teacher_logits"},
+                                     dataset.labels)
+        return (DistillationTrainer if distilling else Trainer)(
             model=model,
             args=training_args,
             train_dataset=dataset,
             eval_dataset=dev_set,
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=compute_metrics,
+            **({"alpha": args.distill_alpha, "temperature": args.distill_temperature} if distilling else {}),
         )
 
     def compute_metrics(prediction):
@@ -553,6 +657,9 @@ def main(argv=None) -> dict:
         "fff_kernel": eval_switches[0],
         "fff_inference": eval_switches[1],
         "model": str(args.model),
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        **({"teacher": str(args.teacher), "distill_alpha": args.distill_alpha,
+            "distill_temperature": args.distill_temperature, **teacher_results} if args.teacher is not None else {}),
         **exit_results,
         "args": vars(args),
     }

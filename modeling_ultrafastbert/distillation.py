@@ -1,0 +1,172 @@
+# Copyright 2026 The UltraFastBERT-HF authors. Apache-2.0.
+"""Knowledge distillation of a sequence classifier from a fine-tuned teacher (Hinton et al. 2015; EdgeBERT's recipe).
+
+The student's loss is ``alpha * soft + (1 - alpha) * hard``: ``hard`` is the student's own loss on the labels, ``soft``
+the cross-entropy from the teacher's softened distribution ``softmax(teacher_logits / T)`` to the student's
+``log_softmax(student_logits / T)``, times ``T**2`` so that its gradients keep their scale whatever the temperature.
+EdgeBERT distills with ``alpha = 0.9`` (0.9 soft targets, 0.1 hard labels).
+
+Sequence-classification logits are one distribution per sentence, so the teacher must predict the same labels: same
+``num_labels`` and, where both configs name them, the same ``id2label`` (else ValueError); regression tasks are
+refused. The teacher need not share the student's tokenizer: each model reads its own tokenization of the same
+sentence. `teacher_logits` runs the teacher once over the training set (with its own tokenizer) and the logits travel
+with the examples as ``teacher_logits``; `DistillationTrainer` can also run a live teacher on the student's own batch,
+which is only meaningful when the tokenizers are identical (`same_tokenizer`), and refuses otherwise.
+Everything else may differ: depth, width, heads, FFF or dense feedforward, off-ramps. The teacher runs in eval mode,
+without gradients and without early exit (``config.early_exit_entropy = None``), so every example gets its full-depth
+logits.
+
+This module is used by `examples/run_glue.py` (``--teacher``); it is not part of the remote code of checkpoints.
+"""
+
+import torch
+from torch import nn
+
+from transformers import Trainer
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 2.0,
+    num_items_in_batch=None,
+) -> torch.Tensor:
+    """``T**2`` times the cross-entropy from the teacher's softened distribution to the student's, averaged over the
+    examples (or summed and divided by ``num_items_in_batch``, Trainer's count of the step's labelled examples)."""
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} must have "
+            "the same shape (same batch, same number of labels)"
+        )
+    if not temperature > 0:
+        raise ValueError(f"the distillation temperature must be > 0, got {temperature!r}")
+    targets = nn.functional.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    log_probs = nn.functional.log_softmax(student_logits.float() / temperature, dim=-1)
+    per_example = -(targets * log_probs).sum(dim=-1) * temperature**2
+    if num_items_in_batch is None:
+        return per_example.mean()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(per_example.device)
+    return per_example.sum() / num_items_in_batch
+
+
+def _label_names(config) -> dict | None:
+    names = getattr(config, "id2label", None)
+    if not names:
+        return None
+    names = {int(key): str(value) for key, value in names.items()}
+    if all(value == f"LABEL_{key}" for key, value in names.items()):
+        return None  # transformers' placeholder names say nothing about the labels
+    return names
+
+
+def check_teacher_compatible(student, teacher) -> None:
+    """Raise ValueError if ``teacher``'s logits cannot serve as soft targets for ``student``'s (same label set)."""
+    s_config, t_config = student.config, teacher.config
+    if getattr(s_config, "problem_type", None) == "regression" or getattr(t_config, "problem_type", None) == "regression":
+        raise ValueError("logits distillation needs a classification task (soft targets are class distributions); "
+                         "the student or the teacher is a regression model")
+    if s_config.num_labels != t_config.num_labels:
+        raise ValueError(
+            f"the teacher predicts {t_config.num_labels} labels and the student {s_config.num_labels}: logits "
+            "distillation needs the same label set (fine-tune the teacher on the same task)"
+        )
+    s_names, t_names = _label_names(s_config), _label_names(t_config)
+    if s_names is not None and t_names is not None and s_names != t_names:
+        raise ValueError(f"the teacher's labels {t_names} differ from the student's {s_names}: the logits would be "
+                         "compared label id by label id")
+
+
+def same_tokenizer(first, second, sample_texts=()) -> bool:
+    """Whether two tokenizers give the same token ids: same vocabulary, and the same ids for every sample text."""
+    if first.get_vocab() != second.get_vocab():
+        return False
+    return all(first(text)["input_ids"] == second(text)["input_ids"] for text in sample_texts)
+
+
+def prepare_teacher(teacher):
+    """The teacher as it is used for distillation: eval mode (no dropout), frozen, full depth (no early exit)."""
+    if getattr(teacher.config, "early_exit_entropy", None) is not None:
+        teacher.config.early_exit_entropy = None
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def teacher_logits(teacher, dataset, collator, batch_size: int = 128) -> torch.Tensor:
+    """The teacher's full-depth logits (examples, labels), fp32 on the CPU, for a dataset encoded with the teacher's
+    own tokenizer (items without "labels" are fine; "labels" are dropped)."""
+    prepare_teacher(teacher)
+    device = next(teacher.parameters()).device
+    logits = []
+    for start in range(0, len(dataset), batch_size):
+        batch = collator([dataset[index] for index in range(start, min(start + batch_size, len(dataset)))])
+        batch = {key: value.to(device) for key, value in batch.items() if key not in ("labels", "teacher_logits")}
+        logits.append(teacher(**batch, return_dict=True).logits.float().cpu())
+    return torch.cat(logits) if logits else torch.empty(0, teacher.config.num_labels)
+
+
+class DistillationTrainer(Trainer):
+    """`Trainer` whose training loss is ``alpha * distillation_loss + (1 - alpha) * the student's own loss``.
+
+    The soft targets come from the batch's ``teacher_logits`` (precomputed by `teacher_logits`, any tokenizer), or
+    else from running ``teacher`` on the student's batch (only when the two tokenizers are identical; pass
+    ``teacher_tokenizer`` to have that checked against the trainer's ``processing_class``). The student's own loss is
+    its output's ``loss`` (its head's loss on the labels, normalised by Trainer's ``num_items_in_batch`` like the soft
+    term). Evaluation losses are the student's own loss only.
+    """
+
+    def __init__(self, *args, teacher: nn.Module | None = None, teacher_tokenizer=None, alpha: float = 0.9,
+                 temperature: float = 2.0, **kwargs):
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"the distillation weight alpha must lie in [0, 1], got {alpha!r}")
+        if not temperature > 0:
+            raise ValueError(f"the distillation temperature must be > 0, got {temperature!r}")
+        super().__init__(*args, **kwargs)
+        if teacher is not None:
+            check_teacher_compatible(self.model, teacher)
+            student_tokenizer = self.processing_class
+            if teacher_tokenizer is not None and student_tokenizer is not None and not same_tokenizer(
+                student_tokenizer, teacher_tokenizer
+            ):
+                raise ValueError(
+                    "the teacher's tokenizer differs from the student's, so the teacher cannot read the student's "
+                    "batches: precompute its logits on its own tokenization (`teacher_logits`) instead"
+                )
+            teacher = prepare_teacher(teacher).to(self.args.device)
+        self.teacher = teacher
+        self.distill_alpha = float(alpha)
+        self.distill_temperature = float(temperature)
+
+    def _set_signature_columns_if_needed(self):
+        # Trainer keeps only the columns the model's forward names; the soft targets are the trainer's own
+        super()._set_signature_columns_if_needed()
+        if "teacher_logits" not in self._signature_columns:
+            self._signature_columns = list(self._signature_columns) + ["teacher_logits"]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        targets = inputs.pop("teacher_logits", None)
+        if not model.training or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        kwargs = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
+        outputs = model(**inputs, **kwargs)
+        if targets is None:
+            if self.teacher is None:
+                raise ValueError("DistillationTrainer needs a teacher or batches with precomputed 'teacher_logits'")
+            with torch.no_grad():
+                teacher_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+                targets = self.teacher(**teacher_inputs, return_dict=True).logits
+        soft = distillation_loss(outputs.logits, targets.to(outputs.logits.device), self.distill_temperature,
+                                 num_items_in_batch)
+        loss = self.distill_alpha * soft + (1.0 - self.distill_alpha) * outputs.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            # as Trainer does for a loss normalised by the step's item count over all devices
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
+
+
+__all__ = ["distillation_loss", "check_teacher_compatible", "same_tokenizer", "prepare_teacher", "teacher_logits",
+           "DistillationTrainer"]
