@@ -54,6 +54,12 @@ class UltraFastBertConfig(PreTrainedConfig):
         exit_calibration (`list`, *optional*): the calibration curve measured on held-out data, one dict per
             threshold (`threshold`, `mean_layers`, `accuracy`, `exit_predictor`); the exit budget knob
             (`UltraFastBertForSequenceClassification.set_exit_budget`) picks a threshold from it.
+        num_hidden_groups (`int`, *optional*): ALBERT's cross-layer parameter sharing: the layers form this many
+            groups of consecutive layers, each group running one shared block (layer i runs block
+            i * num_hidden_groups // num_hidden_layers). `None` or `num_hidden_layers`: no sharing.
+        embedding_size (`int`, *optional*): ALBERT's factorized embeddings: word (and position) embeddings of this
+            width, projected to `hidden_size`; the tied MLM decoder projects hidden states back to this width before
+            the (vocab, embedding_size) word-embedding matrix. `None` or `hidden_size`: no factorization.
     """
 
     model_type = "ultrafastbert"
@@ -84,11 +90,14 @@ class UltraFastBertConfig(PreTrainedConfig):
     early_exit_entropy: float | None = None
     exit_predictor: dict | None = None
     exit_calibration: list | None = None
+    num_hidden_groups: int | None = None
+    embedding_size: int | None = None
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:
             self.classifier_hidden_size = self.hidden_size
         self._validate_ultrafastbert()
+        self._validate_albert_options()
         self.validate_early_exit()
         super().__post_init__(**kwargs)
 
@@ -173,6 +182,32 @@ class UltraFastBertConfig(PreTrainedConfig):
                 )
         if self.exit_calibration is not None and not isinstance(self.exit_calibration, list):
             raise ValueError(f"UltraFastBertConfig.exit_calibration must be a list of dicts, got {self.exit_calibration!r}")
+
+    def _validate_albert_options(self):
+        for name, upper in (("num_hidden_groups", "num_hidden_layers"), ("embedding_size", "hidden_size")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= getattr(self, upper):
+                raise ValueError(
+                    f"UltraFastBertConfig.{name} must be None or an integer in [1, {upper}={getattr(self, upper)}], "
+                    f"got {value!r}"
+                )
+
+    @property
+    def word_embedding_size(self) -> int:
+        """Width of the word embeddings (ALBERT's E): `embedding_size` when factorized, else `hidden_size`."""
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
+
+    @property
+    def factorized_embeddings(self) -> bool:
+        return self.word_embedding_size != self.hidden_size
+
+    def layer_groups(self) -> list[int]:
+        """The shared block (group index) each layer runs: layer i runs group i * G // L, as in ALBERT."""
+        layers = self.num_hidden_layers
+        groups = layers if self.num_hidden_groups is None else min(self.num_hidden_groups, layers)
+        return [index * groups // layers for index in range(layers)]
 
     @property
     def fff_num_nodes(self) -> int:

@@ -93,19 +93,23 @@ class UltraFastBertScaledSinusoidalPositions(nn.Module):
 
 
 class UltraFastBertEmbeddings(nn.Module):
-    """Word embeddings + positions, then LayerNorm and dropout (no token types, as in crammedBERT)."""
+    """Word embeddings + positions, then LayerNorm and dropout (no token types, as in crammedBERT).
+
+    With factorized embeddings (ALBERT, `config.embedding_size`) all of this is `embedding_size` wide and a
+    projection to `hidden_size` follows."""
 
     def __init__(self, config: UltraFastBertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        width = config.word_embedding_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
         if config.position_embedding_type == "scaled_sinusoidal":
-            self.position_embeddings = UltraFastBertScaledSinusoidalPositions(
-                config.hidden_size, config.max_position_embeddings
-            )
+            self.position_embeddings = UltraFastBertScaledSinusoidalPositions(width, config.max_position_embeddings)
         else:
-            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.embedding_dropout_prob)
+        if config.factorized_embeddings:  # absent otherwise: unfactorized checkpoints keep their state_dict keys
+            self.projection = nn.Linear(width, config.hidden_size, bias=False)
 
     def forward(
         self,
@@ -118,7 +122,8 @@ class UltraFastBertEmbeddings(nn.Module):
         if position_ids is None:  # 0..L-1 for every row: one (L, hidden) table, broadcast over the batch
             position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
         positions = self.position_embeddings(position_ids)
-        return self.dropout(self.LayerNorm(inputs_embeds + positions.to(inputs_embeds.dtype)))
+        embeddings = self.dropout(self.LayerNorm(inputs_embeds + positions.to(inputs_embeds.dtype)))
+        return self.projection(embeddings) if hasattr(self, "projection") else embeddings
 
 
 def eager_attention_forward(
@@ -280,7 +285,9 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
     def __init__(self, config: UltraFastBertConfig):
         super().__init__(config)
         self.embeddings = UltraFastBertEmbeddings(config)
-        self.layers = nn.ModuleList([UltraFastBertLayer(config) for _ in range(config.num_hidden_layers)])
+        # one block per group (ALBERT sharing): without sharing, one per layer; `layer_sequence` maps layers to blocks
+        self.layer_groups = tuple(config.layer_groups())
+        self.layers = nn.ModuleList([UltraFastBertLayer(config) for _ in range(self.layer_groups[-1] + 1)])
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.gradient_checkpointing = False
         self.post_init()
@@ -290,6 +297,13 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
 
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
+
+    def layer_sequence(self) -> list | nn.ModuleList:
+        """The block each of the `num_hidden_layers` layers runs, in order: with ALBERT sharing (fewer blocks than
+        layers) the same module appears for every layer of its group."""
+        if len(self.layers) == len(self.layer_groups):
+            return self.layers
+        return [self.layers[group] for group in self.layer_groups]
 
     def _validate_inputs(self, input_ids, attention_mask, inputs_embeds) -> tuple[int, int]:
         if (input_ids is None) == (inputs_embeds is None):
@@ -308,9 +322,9 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
                         f"min {low}, max {high}"
                     )
         else:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.word_embedding_size:
                 raise ValueError(
-                    f"inputs_embeds must have shape (batch, sequence, {self.config.hidden_size}), "
+                    f"inputs_embeds must have shape (batch, sequence, {self.config.word_embedding_size}), "
                     f"got {tuple(inputs_embeds.shape)}"
                 )
             batch, seq_length = inputs_embeds.shape[:2]
@@ -391,7 +405,7 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
 
         all_hidden_states = () if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for layer in self.layers:
+        for layer in self.layer_sequence():
             if output_hidden_states:
                 all_hidden_states = all_hidden_states + (hidden_states,)
             hidden_states, probs = layer(hidden_states, attention_bias, output_attentions=output_attentions)
@@ -409,14 +423,18 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
 
 
 class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
-    """Encoder + a decoder tied to the word embeddings (crammedBERT skips the head transform)."""
+    """Encoder + a decoder tied to the word embeddings (crammedBERT skips the head transform). With factorized
+    embeddings a projection from hidden_size to embedding_size comes first (ALBERT), so that the decoder has the
+    (vocab, embedding_size) shape of the word embeddings it is tied to."""
 
     _tied_weights_keys = {"decoder.weight": "ultrafastbert.embeddings.word_embeddings.weight"}
 
     def __init__(self, config: UltraFastBertConfig):
         super().__init__(config)
         self.ultrafastbert = UltraFastBertModel(config)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.factorized_embeddings:
+            self.decoder_projection = nn.Linear(config.hidden_size, config.word_embedding_size, bias=False)
+        self.decoder = nn.Linear(config.word_embedding_size, config.vocab_size, bias=False)
         self.post_init()
 
     def get_output_embeddings(self):
@@ -443,7 +461,10 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
             input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, position_ids=position_ids,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
-        logits = self.decoder(outputs.last_hidden_state)
+        hidden_states = outputs.last_hidden_state
+        if hasattr(self, "decoder_projection"):
+            hidden_states = self.decoder_projection(hidden_states)
+        logits = self.decoder(hidden_states)
         loss = None
         if labels is not None:
             loss = _mean_loss(
@@ -646,7 +667,7 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
         remaining = torch.arange(batch, device=hidden_states.device)  # original index of each surviving row
         exit_layers = torch.full((batch,), self.config.num_hidden_layers, dtype=torch.long, device=remaining.device)
         logits = predicted = None
-        for index, layer in enumerate(base.layers):
+        for index, layer in enumerate(base.layer_sequence()):
             hidden_states, _ = layer(hidden_states, attention_bias)
             layer_logits = self._exit_logits(index, hidden_states, attention_mask)
             if logits is None:
