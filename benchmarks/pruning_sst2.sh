@@ -6,9 +6,9 @@
 #
 # Every row is one examples/run_glue.py run, all started together as background processes (small models: one GPU
 # holds them all). Rows: unpruned; movement and magnitude pruning of the encoder at 50% and 80%; soft movement at
-# three L1 strengths (its sparsity is whatever results); magnitude pruning of 95% of the word embeddings alone; and
+# five L1 strengths (its sparsity is whatever results); magnitude pruning of 95% of the word embeddings alone (over the matrix, and per row); and
 # movement 80% + embeddings 95%. The 80% checkpoints are then stored with conversion/compact_pruned.py. Prints a
-# table and writes OUT_DIR/pruning_sst2.json. ROW_TIMEOUT (seconds) bounds each run.
+# table and writes OUT_DIR/pruning_sst2.json. ROW_TIMEOUT (seconds) bounds each run; ONLY names a subset of rows.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: bash benchmarks/pruning_sst2.sh MLM_CHECKPOINT GLUE_DIR OUT_DIR [TRAIN_SAMPLES] [EPOCHS]}
@@ -33,12 +33,18 @@ declare -A ROWS=(
   [soft-movement-l10]="--prune soft-movement --soft-regularization 10"
   [soft-movement-l60]="--prune soft-movement --soft-regularization 60"
   [soft-movement-l300]="--prune soft-movement --soft-regularization 300"
+  [soft-movement-l20]="--prune soft-movement --soft-regularization 20"
+  [soft-movement-l30]="--prune soft-movement --soft-regularization 30"
   [embeddings-magnitude-95]="--embedding-sparsity 0.95"
+  [embeddings-magnitude-95-per-row]="--embedding-sparsity 0.95 --embedding-per-row"
   [movement-80-embeddings-95]="--prune movement --sparsity 0.8 --embedding-sparsity 0.95"
 )
 for name in "${!ROWS[@]}"; do
+  [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || continue  # ONLY="unpruned movement-50 ..." runs a subset
   # shellcheck disable=SC2086
-  timeout "${ROW_TIMEOUT:-0}" python3 "${COMMON[@]}" --output-dir "$WORK/$name" ${ROWS[$name]} > "$OUT/logs/$name.log" 2>&1 &
+  # each row's results are copied out as soon as it ends (they survive if the whole run is cut short)
+  ( timeout "${ROW_TIMEOUT:-0}" python3 "${COMMON[@]}" --output-dir "$WORK/$name" ${ROWS[$name]} > "$OUT/logs/$name.log" 2>&1
+    cp "$WORK/$name/eval_results.json" "$OUT/logs/$name.json" 2>/dev/null ) &
 done
 wait
 for name in movement-80 magnitude-80 movement-80-embeddings-95; do

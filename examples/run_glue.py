@@ -310,6 +310,8 @@ def parse_args(argv=None):
     pruning.add_argument("--sparsity", type=float, default=0.5, help="final fraction of zeros per encoder tensor")
     pruning.add_argument("--embedding-sparsity", type=float, default=0.0,
                          help="final fraction of zeros of the word embeddings (magnitude pruning; 0: none)")
+    pruning.add_argument("--embedding-per-row", action="store_true",
+                         help="rank the embedding magnitudes within each token's row instead of the whole matrix")
     pruning.add_argument("--prune-warmup", type=float, default=0.1,
                          help="steps (>= 1) or fraction of the training steps before pruning starts")
     pruning.add_argument("--prune-cooldown", type=float, default=0.1,
@@ -480,6 +482,7 @@ def main(argv=None) -> dict:
             sparsity=0.0 if args.prune == "none" else args.sparsity, embedding_sparsity=args.embedding_sparsity,
             warmup_steps=as_steps(args.prune_warmup), cooldown_steps=as_steps(args.prune_cooldown),
             soft_threshold=args.soft_threshold, regularization=args.soft_regularization,
+            embedding_per_row=args.embedding_per_row,
         )
 
     output_dir = Path(args.output_dir)

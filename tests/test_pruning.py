@@ -133,6 +133,19 @@ def test_movement_scores_get_straight_through_gradients():
     assert torch.all(weight.grad[~keep] == 0)  # pruned weights get no gradient
 
 
+def test_per_row_embedding_magnitude_keeps_the_same_count_per_token():
+    torch.manual_seed(0)
+    model = UltraFastBertForSequenceClassification(tiny_config())
+    pruner = Pruner(model, "magnitude", 0.0, embedding_sparsity=0.75, embedding_per_row=True)
+    pruner.set_step(5, 5)
+    weight = model.ultrafastbert.embeddings.word_embeddings.parametrizations.weight.original.detach()
+    mask = pruner.current_masks()["ultrafastbert.embeddings.word_embeddings.weight"]
+    assert torch.all(mask.sum(-1) == 12)  # 48 - round(0.75 * 48) per row
+    kept_min = torch.where(mask, weight.abs(), torch.inf).min(-1).values
+    dropped_max = torch.where(mask, -torch.inf, weight.abs()).max(-1).values
+    assert torch.all(kept_min >= dropped_max)  # the largest magnitudes of each row
+
+
 def test_soft_movement_penalty_pushes_scores_down():
     torch.manual_seed(0)
     model = UltraFastBertForSequenceClassification(tiny_config())
