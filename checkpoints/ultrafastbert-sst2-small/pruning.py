@@ -86,8 +86,18 @@ def _steps(value: float | int, total_steps: int, name: str) -> int:
 
 # --- masks --------------------------------------------------------------------------------------------------------
 
-def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Binary mask keeping the ``numel - round(sparsity * numel)`` largest scores of the tensor."""
+def topk_mask(scores: torch.Tensor, sparsity: float, per_row: bool = False) -> torch.Tensor:
+    """Binary mask keeping the ``numel - round(sparsity * numel)`` largest scores of the tensor (``per_row``: of
+    each row, i.e. along the last dimension)."""
+    if per_row:
+        pruned = int(round(sparsity * scores.shape[-1]))
+        mask = torch.zeros_like(scores)
+        if pruned <= 0:
+            return mask + 1
+        kept = scores.shape[-1] - pruned
+        if kept > 0:
+            mask.scatter_(-1, scores.detach().topk(kept, dim=-1, sorted=False).indices, 1.0)
+        return mask
     pruned = int(round(sparsity * scores.numel()))
     if pruned <= 0:
         return torch.ones_like(scores)
@@ -143,14 +153,16 @@ class MovementMask(nn.Module):
 
 
 class MagnitudeMask(nn.Module):
-    """Parametrization W -> W * M with M keeping the largest |W| (no gradient through the mask)."""
+    """Parametrization W -> W * M with M keeping the largest |W| of the tensor, or of each row with ``per_row`` (no
+    gradient through the mask)."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, per_row: bool = False):
         super().__init__()
         self.sparsity = 0.0
+        self.per_row = per_row
 
     def mask(self, weight: torch.Tensor) -> torch.Tensor:
-        return topk_mask(weight.detach().abs().float(), self.sparsity)
+        return topk_mask(weight.detach().abs().float(), self.sparsity, self.per_row)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if self.sparsity <= 0:
@@ -177,6 +189,8 @@ class Pruner:
             (attention projections and FFF ``in_weight`` / ``out_weight``).
         sparsity: final fraction of zeros per encoder tensor (hard variants); 0 leaves the encoder alone.
         embedding_sparsity: final fraction of zeros of the word embeddings, by magnitude; 0 leaves them alone.
+        embedding_per_row: rank the embedding magnitudes within each token's row (every token keeps the same number
+            of entries) instead of over the whole matrix.
         warmup_steps, cooldown_steps: schedule plateaus, as step counts or fractions of the training steps.
         soft_threshold: final threshold on sigmoid(S) of soft movement.
         regularization: L1 coefficient on mean(sigmoid(S)) per tensor, soft movement (ramped with the schedule).
@@ -186,7 +200,7 @@ class Pruner:
 
     def __init__(self, model: nn.Module, method: str = "movement", sparsity: float = 0.5,
                  embedding_sparsity: float = 0.0, warmup_steps: float | int = 0.1, cooldown_steps: float | int = 0.1,
-                 soft_threshold: float = 0.1, regularization: float = 1.0):
+                 soft_threshold: float = 0.1, regularization: float = 1.0, embedding_per_row: bool = False):
         if method not in PRUNING_METHODS:
             raise ValueError(f"pruning method must be one of {PRUNING_METHODS}, got {method!r}")
         for name, value in (("sparsity", sparsity), ("embedding_sparsity", embedding_sparsity)):
@@ -212,7 +226,7 @@ class Pruner:
                 mask = MagnitudeMask(parameter) if method == "magnitude" else MovementMask(
                     parameter, soft=method == "soft-movement")
             elif self.embedding_sparsity > 0 and any(re.fullmatch(p, relative) for p in EMBEDDING_PATTERNS):
-                mask = MagnitudeMask(parameter)
+                mask = MagnitudeMask(parameter, per_row=embedding_per_row)
             else:
                 continue
             module, attribute = _owner(model, name)
