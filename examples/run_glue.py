@@ -37,6 +37,15 @@ two-stage training only. A teacher too large to hold next to the student can be 
 
     python examples/run_glue.py --task sst2 --model FFF_MLM_CHECKPOINT --teacher DENSE_SST2_CHECKPOINT \
         --data-dir ../shared/data/glue --output-dir /tmp/sst2-distilled --epochs 2
+
+Pruning (EdgeBERT; ``modeling_ultrafastbert.pruning``): ``--prune movement|soft-movement|magnitude`` prunes the
+encoder's attention projections and FFF node rows to ``--sparsity`` along the cubic schedule (``--prune-warmup`` /
+``--prune-cooldown`` steps or fractions), ``--embedding-sparsity`` prunes the word embeddings by magnitude (alone
+with ``--prune none``). The masks are baked into the weights before evaluation and saving (``config.pruning``
+records the sparsity per tensor); ``conversion/compact_pruned.py`` then stores the result compactly.
+
+    python examples/run_glue.py --task sst2 --model MLM_CHECKPOINT --data-dir ../shared/data/glue \
+        --output-dir /tmp/sst2-mvp80 --prune movement --sparsity 0.8 --embedding-sparsity 0.95
 """
 
 import argparse
@@ -72,6 +81,7 @@ from modeling_ultrafastbert.distillation import (  # noqa: E402
     check_teacher_compatible,
     teacher_logits,
 )
+from modeling_ultrafastbert.pruning import Pruner, PruningCallback  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -323,6 +333,23 @@ def parse_args(argv=None):
     distill.add_argument("--distill-alpha", type=float, default=0.9,
                          help="weight of the soft-target loss; the label loss gets 1 - alpha (EdgeBERT: 0.9)")
     distill.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature T of the soft targets")
+    pruning = p.add_argument_group("pruning (movement / magnitude, EdgeBERT)")
+    pruning.add_argument("--prune", choices=("none", "movement", "soft-movement", "magnitude"), default="none",
+                         help="how to prune the encoder (attention projections, FFF node rows)")
+    pruning.add_argument("--sparsity", type=float, default=0.5, help="final fraction of zeros per encoder tensor")
+    pruning.add_argument("--embedding-sparsity", type=float, default=0.0,
+                         help="final fraction of zeros of the word embeddings (magnitude pruning; 0: none)")
+    pruning.add_argument("--embedding-per-row", action="store_true",
+                         help="rank the embedding magnitudes within each token's row instead of the whole matrix")
+    pruning.add_argument("--prune-warmup", type=float, default=0.1,
+                         help="steps (>= 1) or fraction of the training steps before pruning starts")
+    pruning.add_argument("--prune-cooldown", type=float, default=0.1,
+                         help="steps (>= 1) or fraction of the training steps at the final sparsity")
+    pruning.add_argument("--score-lr", type=float, default=1e-2, help="learning rate of the movement scores")
+    pruning.add_argument("--soft-threshold", type=float, default=0.1,
+                         help="soft movement: final threshold on sigmoid(scores)")
+    pruning.add_argument("--soft-regularization", type=float, default=1.0,
+                         help="soft movement: L1 coefficient on mean(sigmoid(scores)) per tensor")
     args = p.parse_args(argv)
     if not 0.0 <= args.distill_alpha <= 1.0:
         p.error("--distill-alpha must lie in [0, 1]")
@@ -546,6 +573,19 @@ def main(argv=None) -> dict:
             "teacher_seconds": round(time.time() - t0, 1),
         }
 
+    pruner = None
+    if train_set is not None and (args.prune != "none" or args.embedding_sparsity > 0):
+        if args.exit_ramps or hasattr(model, "exit_ramps"):
+            raise SystemExit("error: --prune with off-ramps is not supported (prune first, then train the ramps)")
+        as_steps = lambda value: int(value) if value >= 1 else value  # noqa: E731
+        pruner = Pruner(
+            model, method="movement" if args.prune == "none" else args.prune,
+            sparsity=0.0 if args.prune == "none" else args.sparsity, embedding_sparsity=args.embedding_sparsity,
+            warmup_steps=as_steps(args.prune_warmup), cooldown_steps=as_steps(args.prune_cooldown),
+            soft_threshold=args.soft_threshold, regularization=args.soft_regularization,
+            embedding_per_row=args.embedding_per_row,
+        )
+
     output_dir = Path(args.output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}-", dir=output_dir.parent))
@@ -573,9 +613,16 @@ def main(argv=None) -> dict:
         if not distilling and dataset is not None and "teacher_logits" in dataset.encodings:
             dataset = EncodedDataset({k: v for k, v in dataset.encodings.items() if k != "teacher_logits"},
                                      dataset.labels)
+        extra = {}
+        if pruner is not None:
+            extra["callbacks"] = [PruningCallback(pruner)]
+            # the scores get their own learning rate and no weight decay; Trainer adds its scheduler to this
+            extra["optimizers"] = (torch.optim.AdamW(pruner.optimizer_grouped_parameters(
+                args.weight_decay, args.score_lr), lr=lr), None)
         return (DistillationTrainer if distilling else Trainer)(
             model=model,
             args=training_args,
+            **extra,
             train_dataset=dataset,
             eval_dataset=dev_set,
             data_collator=DataCollatorWithPadding(tokenizer),
@@ -620,6 +667,10 @@ def main(argv=None) -> dict:
             global_steps += trainer.state.global_step
         if with_exits:
             model.set_exit_training_stage("joint")  # everything trainable again, as a loaded model is
+    pruning_results = {}
+    if pruner is not None:  # bake the masks in: what is evaluated and saved is an ordinary model
+        record = pruner.finalize()
+        pruning_results = {"pruning": {k: v for k, v in record.items() if k != "tensor_sparsity"}}
     # evaluate in full fp32 so that the number is what a CPU user gets from the saved weights
     torch.backends.cuda.matmul.allow_tf32 = False
     model.eval()
@@ -661,6 +712,7 @@ def main(argv=None) -> dict:
         **({"teacher": str(args.teacher), "distill_alpha": args.distill_alpha,
             "distill_temperature": args.distill_temperature, **teacher_results} if args.teacher is not None else {}),
         **exit_results,
+        **pruning_results,
         "args": vars(args),
     }
     print(json.dumps({k: v for k, v in results.items() if k not in ("args", "dev_exit_curve")}, indent=1), flush=True)

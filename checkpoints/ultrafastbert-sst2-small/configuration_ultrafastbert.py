@@ -60,6 +60,10 @@ class UltraFastBertConfig(PreTrainedConfig):
         embedding_size (`int`, *optional*): ALBERT's factorized embeddings: word (and position) embeddings of this
             width, projected to `hidden_size`; the tied MLM decoder projects hidden states back to this width before
             the (vocab, embedding_size) word-embedding matrix. `None` or `hidden_size`: no factorization.
+        pruning (`dict`, *optional*): set on pruned checkpoints (`modeling_ultrafastbert.pruning.Pruner.finalize`): the
+            method, `encoder_sparsity`, `embedding_sparsity` and the fraction of zeros of every pruned tensor
+            (`tensor_sparsity`); compact checkpoints (`conversion/compact_pruned.py`) add `compact_tensors`, the
+            tensors stored as bit mask + non-zero values, with their non-zero counts. `None` for unpruned models.
     """
 
     model_type = "ultrafastbert"
@@ -92,6 +96,7 @@ class UltraFastBertConfig(PreTrainedConfig):
     exit_calibration: list | None = None
     num_hidden_groups: int | None = None
     embedding_size: int | None = None
+    pruning: dict | None = None
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:
@@ -139,6 +144,8 @@ class UltraFastBertConfig(PreTrainedConfig):
                 "UltraFastBertConfig.weight_quantization must be None or a dict with format 'adaptivfloat', got "
                 f"{self.weight_quantization!r}"
             )
+        if self.pruning is not None and not isinstance(self.pruning, dict):
+            raise ValueError(f"UltraFastBertConfig.pruning must be None or a dict, got {self.pruning!r}")
         if not isinstance(self.layer_norm_eps, (int, float)) or self.layer_norm_eps <= 0:
             raise ValueError(f"UltraFastBertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
         if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:

@@ -28,6 +28,7 @@ from .configuration_ultrafastbert import UltraFastBertConfig
 from .early_exit import pick_exit_threshold, predict_exit_layers, softmax_entropy
 from .fast_feedforward import FastFeedForward
 from .adaptivfloat import prepare_quantized_modules_
+from .pruning import prepare_compact_pruned_modules_, restore_compact_pruned_weights_
 
 # Every class a saved checkpoint should be loadable as through the Auto API with trust_remote_code=True.
 AUTO_MAP = {
@@ -266,7 +267,16 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         # an AdaptivFloat checkpoint's config says so: build the uint8-code modules its weights load into
         if getattr(self.config, "weight_quantization", None):
             prepare_quantized_modules_(self, self.config.weight_quantization)
+        # a compact pruned checkpoint (conversion/compact_pruned.py) stores bit masks + non-zero values instead
+        prepare_compact_pruned_modules_(self)
         super().post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
+        restore_compact_pruned_weights_(model)  # compact pruned checkpoints: rebuild the exact dense tensors
+        return loaded
 
     @property
     def weight_quantization(self) -> dict | None:
