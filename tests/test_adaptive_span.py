@@ -123,19 +123,25 @@ def test_all_heads_at_span_zero_compute_nothing_and_give_zero():
     assert torch.equal(soft, torch.zeros_like(soft))
 
 
-@pytest.mark.parametrize("length,spans", [
-    (70, [[0.0, 5.5, -4.0, 11.0], [2.0, -3.0, 7.25, 1.0]]),       # narrow bands: query blocks with key windows
-    (70, [[60.0, 20.0, -4.0, 33.0], [-4.0, -4.0, -4.0, 13.0]]),   # wide bands: one dense call with the log-mask bias
-    (9, [[0.0, 1.5, -4.0, 3.0], [-1.0, 2.0, 0.5, 8.0]]),          # short sequence
+@pytest.mark.parametrize("length,spans,layouts", [
+    # narrow bands on a long sequence: query blocks with key windows
+    (180, [[0.0, 5.5, -4.0, 11.0], [2.0, -3.0, 7.25, 1.0]], ["blocks", "blocks"]),
+    # wide bands: one dense call with the log-mask bias; spans past the sequence: plain attention
+    (70, [[60.0, 20.0, -4.0, 33.0], [-4.0, 80.0, -4.0, 200.0]], ["dense", "full"]),
+    (9, [[0.0, 1.5, -4.0, 3.0], [-1.0, 2.0, 0.5, 8.0]], ["dense", "dense"]),  # short sequence
 ])
-def test_soft_form_equals_fast_form(length, spans):
-    model = span_model(seed=5)
+def test_soft_form_equals_fast_form(length, spans, layouts):
+    model = span_model(seed=5, max_position_embeddings=256)
     set_spans(model, spans)
     ids, mask = batch(length=length)
     soft, fast = soft_and_fast(model, ids, mask)
     real = mask.bool()
     torch.testing.assert_close(fast[real], soft[real], rtol=1e-5, atol=1e-5)
     assert torch.isfinite(fast).all()
+    assert [layer.attention.adaptive_span._layout_cache[1][0] for layer in model.layers] == layouts
+    no_padding = torch.ones_like(mask)  # and without a padding mask (the layout's own edge bias only)
+    soft, fast = soft_and_fast(model, ids, no_padding)
+    torch.testing.assert_close(fast, soft, rtol=1e-5, atol=1e-5)
 
 
 def test_banded_attention_against_a_reference_per_head():
@@ -143,6 +149,14 @@ def test_banded_attention_against_a_reference_per_head():
     query, key, value = (torch.randn(2, 3, 50, 8, generator=generator) for _ in range(3))
     z, ramp = torch.tensor([0.0, 3.5, 9.0]), 2.0
     distance = (torch.arange(50)[:, None] - torch.arange(50)[None, :]).abs().float()
+    mask = ((ramp + z[:, None, None] - distance) / ramp).clamp(0, 1)
+    weights = torch.softmax(query @ key.transpose(-1, -2) * 0.3, -1) * mask
+    expected = (weights / weights.sum(-1, keepdim=True)) @ value
+    got = banded_attention(query, key, value, z, ramp, None, 0.3)
+    torch.testing.assert_close(got, expected.transpose(1, 2), rtol=1e-5, atol=1e-5)
+    # a long sequence takes the block path
+    query, key, value = (torch.randn(1, 3, 300, 8, generator=generator) for _ in range(3))
+    distance = (torch.arange(300)[:, None] - torch.arange(300)[None, :]).abs().float()
     mask = ((ramp + z[:, None, None] - distance) / ramp).clamp(0, 1)
     weights = torch.softmax(query @ key.transpose(-1, -2) * 0.3, -1) * mask
     expected = (weights / weights.sum(-1, keepdim=True)) @ value
