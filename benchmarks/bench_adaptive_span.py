@@ -4,6 +4,10 @@ skipped, the others banded) against full attention of the same layer (same weigh
 side in one run; then the whole model with spans on against the same model with spans off.
 
     PYTHONPATH=$PWD python3 benchmarks/bench_adaptive_span.py --model CHECKPOINT_WITH_SPANS [--device cuda]
+    PYTHONPATH=$PWD python3 benchmarks/bench_adaptive_span.py --model ANY_CHECKPOINT --spans-from eval_results.json
+
+(`--spans-from`: the spans that `examples/run_glue.py --adaptive-span` learned and reported, set on any checkpoint of
+the same shape; timing does not depend on the weights' values.)
 
 CPU: fp32, wall-clock medians. CUDA: bf16, medians of CUDA-event times of single host-launched calls.
 """
@@ -74,12 +78,25 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--no-model", action="store_true", help="only the attention blocks")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--spans-from", default=None,
+                        help="eval_results.json of run_glue --adaptive-span (or its printed JSON): use these spans")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but CUDA is not available")
 
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
-    model = UltraFastBertModel.from_pretrained(args.model, dtype=torch.float32)
+    spans_source = None
+    if args.spans_from:
+        spans_source = json.loads(Path(args.spans_from).read_text())["adaptive_span"]
+        model = UltraFastBertModel.from_pretrained(
+            args.model, dtype=torch.float32, adaptive_span=True, adaptive_span_ramp=spans_source.get("ramp", 16.0))
+        ramp = model.config.adaptive_span_ramp
+        with torch.no_grad():
+            for layer, spans in zip(model.layers, spans_source["spans_per_layer"]):
+                span = layer.attention.adaptive_span  # span s = max(z + R, 0): z = s - R (a span of 0: z = -R)
+                span.span_fraction.copy_((torch.tensor(spans) - ramp) / span.max_positions)
+    else:
+        model = UltraFastBertModel.from_pretrained(args.model, dtype=torch.float32)
     if not model.config.adaptive_span:
         raise SystemExit(f"error: {args.model} has no adaptive spans (config.adaptive_span is False)")
     model = model.to(args.device, dtype).eval()

@@ -304,12 +304,16 @@ def test_sdpa_and_eager_agree(adaptive_span):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_soft_form_equals_fast_form_on_cuda(dtype):
-    model = span_model(seed=14).cuda().to(dtype)
+def test_soft_form_equals_fast_form_on_cuda():
+    model = span_model(seed=14).cuda()
     set_spans(model, [[0.0, 5.5, -4.0, 11.0], [2.0, -3.0, 60.25, 1.0]])
     ids, mask = (t.cuda() for t in batch(length=70))
-    soft, fast = soft_and_fast(model, ids, mask)
     real = mask.bool()
-    tolerance = 1e-5 if dtype == torch.float32 else 3e-2
-    torch.testing.assert_close(fast[real].float(), soft[real].float(), rtol=tolerance, atol=tolerance)
+    soft, fast = soft_and_fast(model, ids, mask)
+    torch.testing.assert_close(fast[real], soft[real], rtol=1e-5, atol=1e-5)
+    # bf16: the fast form is no farther from the fp32 result than the soft form is (rounding alone)
+    model.to(torch.bfloat16)
+    soft16, fast16 = soft_and_fast(model, ids, mask)
+    soft_error = (soft16[real].float() - soft[real]).abs().max()
+    fast_error = (fast16[real].float() - soft[real]).abs().max()
+    assert fast_error <= 2 * soft_error + 1e-2, (fast_error, soft_error)
