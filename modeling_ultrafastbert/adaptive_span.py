@@ -160,8 +160,9 @@ def _band_layout(z, ramp: float, spans: list[float], seq_length: int, device, dt
         return "full", None
     width = max(math.ceil(span) - 1 for span in spans)  # the farthest distance any of these heads sees
     block = max(16, min(64, 1 << max(width, 1).bit_length()))
-    # measured on CPU (fp32, 128 tokens): query blocks only beat one dense call when a window is a quarter of the keys
-    if 4 * (2 * width + block) > seq_length:
+    # measured (benchmarks/bench_adaptive_span.py, CPU fp32 and H100 bf16, 128 tokens): query blocks lose to one dense
+    # call even with windows of a quarter of the keys; they are kept for long sequences, where the band is narrow
+    if 8 * (2 * width + block) > seq_length:
         positions = torch.arange(seq_length, device=device)
         distance = (positions[:, None] - positions[None, :]).abs().float()
         return "dense", ((ramp + z.float()[:, None, None] - distance) / ramp).clamp(0, 1).log().to(dtype)
