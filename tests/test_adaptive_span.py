@@ -317,3 +317,35 @@ def test_soft_form_equals_fast_form_on_cuda():
     soft_error = (soft16[real].float() - soft[real]).abs().max()
     fast_error = (fast16[real].float() - soft[real]).abs().max()
     assert fast_error <= 2 * soft_error + 1e-2, (fast_error, soft_error)
+
+
+def test_run_glue_learns_spans_and_reports_them(wordpiece_tokenizer, tmp_path):
+    import importlib.util
+    import json
+
+    from conftest import REPO_ROOT, SHARED, require_sst2
+
+    require_sst2()
+    spec = importlib.util.spec_from_file_location("run_glue_spans", REPO_ROOT / "examples" / "run_glue.py")
+    run_glue = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_glue)
+    mlm = tmp_path / "mlm"
+    torch.manual_seed(0)
+    UltraFastBertForMaskedLM(tiny_config(vocab_size=wordpiece_tokenizer.vocab_size)).save_pretrained(mlm)
+    wordpiece_tokenizer.save_pretrained(mlm)
+    out = tmp_path / "sst2"
+    results = run_glue.main([
+        "--task", "sst2", "--model", str(mlm), "--data-dir", str(SHARED / "data" / "glue"), "--output-dir", str(out),
+        "--max-steps", "8", "--batch-size", "16", "--max-length", "32", "--max-train-samples", "128",
+        "--max-eval-samples", "32", "--adaptive-span", "--span-penalty", "0.5", "--span-lr", "0.05",
+        "--span-ramp", "4", "--span-init", "20",
+    ])
+    spans = results["adaptive_span"]["spans_per_layer"]
+    assert len(spans) == 2 and all(len(layer) == 4 for layer in spans)
+    assert all(span < 24.0 for layer in spans for span in layer)  # the penalty pulled every span below its start
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["adaptive_span"] is True and saved["adaptive_span_ramp"] == 4.0
+    card = (out / "README.md").read_text()
+    assert "## Adaptive attention span" in card and "| layer | head 0 |" in card
+    loaded = UltraFastBertForSequenceClassification.from_pretrained(out)
+    assert span_summary(loaded, 32)["spans_per_layer"] == spans
