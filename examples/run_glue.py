@@ -67,6 +67,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
     sys.path.insert(0, str(REPO_ROOT))
 
 import modeling_ultrafastbert  # noqa: E402,F401  (registers the Auto classes)
+from modeling_ultrafastbert.adaptive_span import AdaptiveSpan, plot_span_heatmap, span_summary  # noqa: E402
 from modeling_ultrafastbert.early_exit import (  # noqa: E402
     calibrate_exits,
     evaluate_exit_curve,
@@ -350,6 +351,16 @@ def parse_args(argv=None):
                          help="soft movement: final threshold on sigmoid(scores)")
     pruning.add_argument("--soft-regularization", type=float, default=1.0,
                          help="soft movement: L1 coefficient on mean(sigmoid(scores)) per tensor")
+    spans = p.add_argument_group("adaptive attention span (EdgeBERT: one learned span per head)")
+    spans.add_argument("--adaptive-span", action="store_true",
+                       help="learn a span per head; heads of span 0 are skipped at inference, the others banded")
+    spans.add_argument("--span-ramp", type=float, default=16.0, help="ramp R of the soft mask, tokens")
+    spans.add_argument("--span-penalty", type=float, default=0.01,
+                       help="coefficient of the span penalty (coefficient * mean span in tokens) in the loss")
+    spans.add_argument("--span-init", type=float, default=None,
+                       help="initial span of every head, tokens (default: the maximum, i.e. plain attention)")
+    spans.add_argument("--span-lr", type=float, default=2e-3,
+                       help="learning rate of the span parameters (fractions of the maximum span), no weight decay")
     args = p.parse_args(argv)
     if not 0.0 <= args.distill_alpha <= 1.0:
         p.error("--distill-alpha must lie in [0, 1]")
@@ -392,6 +403,53 @@ def write_card(folder: Path, model, args, metrics: dict, train_info: dict) -> No
         metrics={args.task: {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}},
         description=description, license="apache-2.0", repo_id=args.push_to_hub,
     )
+
+
+class SpanLearningRateTrainer(Trainer):
+    """Trainer whose optimizer gives the adaptive-span parameters a learning rate of their own and no weight decay
+    (they are fractions of the maximum span: the encoder's learning rate would move them a few tokens in a run)."""
+
+    def __init__(self, *args, span_lr: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.span_lr = span_lr
+
+    def _span_parameters(self, model) -> list:
+        return [module.span_fraction for module in model.modules()
+                if isinstance(module, AdaptiveSpan) and module.span_fraction.requires_grad]
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        spans = self._span_parameters(self.model if model is None else model)
+        if fresh and spans:
+            span_ids = {id(p) for p in spans}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in span_ids]
+            optimizer.add_param_group({"params": spans, "lr": self.span_lr, "weight_decay": 0.0})
+        return optimizer
+
+
+class DistillingSpanTrainer(SpanLearningRateTrainer, DistillationTrainer):
+    """Distillation (soft-target loss) and the spans' own learning rate together."""
+
+
+def write_span_card_section(folder: Path, model, summary: dict) -> None:
+    """Append the learned spans (table + heat map) to the model card."""
+    lines = ["", "## Adaptive attention span", "",
+             f"Each head learned a span (EdgeBERT / Sukhbaatar et al.; ramp R = {model.config.adaptive_span_ramp} tokens, "
+             f"penalty {model.config.adaptive_span_penalty} x mean span). At inference heads of span 0 are not computed "
+             "and the others attend only to tokens closer than their span.", "",
+             f"Mean span {summary['mean_span']:.1f} tokens ({100 * summary['mean_span_fraction_of_sequence']:.1f}% of "
+             f"{summary['sequence_length']}); {summary['heads_at_span_0']} of "
+             f"{sum(len(r) for r in summary['spans_per_layer'])} heads at span 0.", ""]
+    heads = len(summary["spans_per_layer"][0])
+    lines += ["| layer | " + " | ".join(f"head {h}" for h in range(heads)) + " |", "|---" * (heads + 1) + "|"]
+    lines += [f"| {i + 1} | " + " | ".join(f"{span:.1f}" for span in row) + " |"
+              for i, row in enumerate(summary["spans_per_layer"])]
+    if plot_span_heatmap(model, folder / "adaptive_spans.png"):
+        lines += ["", "![learned spans per layer and head](adaptive_spans.png)"]
+    card = folder / "README.md"
+    card.write_text(card.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
 
 
 def push(folder: Path, repo_id: str) -> None:
@@ -529,6 +587,9 @@ def main(argv=None) -> dict:
         if task.labels is None:
             raise SystemExit("error: --exit-ramps needs a classification task (the exit rule is a softmax entropy)")
         overrides["exit_ramps"] = True
+    if args.adaptive_span:
+        overrides.update(adaptive_span=True, adaptive_span_ramp=args.span_ramp, adaptive_span_penalty=args.span_penalty,
+                         adaptive_span_init=args.span_init)
     if args.dropout >= 0 and not args.eval_only:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout_prob", "classifier_dropout"):
             overrides[key] = args.dropout
@@ -619,7 +680,9 @@ def main(argv=None) -> dict:
             # the scores get their own learning rate and no weight decay; Trainer adds its scheduler to this
             extra["optimizers"] = (torch.optim.AdamW(pruner.optimizer_grouped_parameters(
                 args.weight_decay, args.score_lr), lr=lr), None)
-        return (DistillationTrainer if distilling else Trainer)(
+        # spans get their own learning rate (SpanLearningRateTrainer); a teacher adds the soft-target loss
+        return (DistillingSpanTrainer if distilling else SpanLearningRateTrainer)(
+            span_lr=args.span_lr,
             model=model,
             args=training_args,
             **extra,
@@ -713,6 +776,7 @@ def main(argv=None) -> dict:
             "distill_temperature": args.distill_temperature, **teacher_results} if args.teacher is not None else {}),
         **exit_results,
         **pruning_results,
+        **({"adaptive_span": span_summary(model, max_length)} if model.config.adaptive_span else {}),
         "args": vars(args),
     }
     print(json.dumps({k: v for k, v in results.items() if k not in ("args", "dev_exit_curve")}, indent=1), flush=True)
@@ -731,6 +795,8 @@ def main(argv=None) -> dict:
             model.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
             write_card(staging, model, args, {k: v for k, v in metrics.items() if k not in ("loss", "mean_exit_layer")}, results)
+            if model.config.adaptive_span:
+                write_span_card_section(staging, model, results["adaptive_span"])
             if output_dir.exists():
                 shutil.rmtree(output_dir)
             shutil.move(str(staging), str(output_dir))

@@ -29,6 +29,7 @@ from .early_exit import pick_exit_threshold, predict_exit_layers, softmax_entrop
 from .fast_feedforward import FastFeedForward
 from .adaptivfloat import prepare_quantized_modules_
 from .pruning import prepare_compact_pruned_modules_, restore_compact_pruned_weights_
+from .adaptive_span import AdaptiveSpan, adaptive_span_attention, span_penalty
 
 # Every class a saved checkpoint should be loadable as through the Auto API with trust_remote_code=True.
 AUTO_MAP = {
@@ -161,10 +162,18 @@ class UltraFastBertSelfAttention(nn.Module):
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
         self.dropout_prob = config.attention_probs_dropout_prob
+        if getattr(config, "adaptive_span", False):  # EdgeBERT's learned span per head (adaptive_span.py)
+            initial = config.adaptive_span_init
+            self.adaptive_span = AdaptiveSpan(
+                self.num_heads, config.max_position_embeddings, config.adaptive_span_ramp,
+                config.max_position_embeddings if initial is None else initial,
+            )
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if hasattr(self, "adaptive_span"):
+            return adaptive_span_attention(self, hidden_states, attention_mask, output_attentions)
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
         query, key, value = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (batch, heads, seq, head_dim) views
@@ -256,6 +265,8 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, UltraFastBertScaledSinusoidalPositions):
             init.constant_(module.scale_factor, 1.0 / math.sqrt(module.hidden_size))
             init.copy_(module.sinusoids, module.make_table(module.hidden_size, module.max_positions))
+        elif isinstance(module, AdaptiveSpan):
+            init.constant_(module.span_fraction, module.initial_span / module.max_positions)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -277,6 +288,13 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # (model, loading_info) with output_loading_info
         restore_compact_pruned_weights_(model)  # compact pruned checkpoints: rebuild the exact dense tensors
         return loaded
+
+    def _with_span_penalty(self, loss: torch.Tensor | None) -> torch.Tensor | None:
+        """The training loss plus the adaptive-span penalty (coefficient * mean z), when spans are on."""
+        if loss is None or not self.training or not getattr(self.config, "adaptive_span", False):
+            return loss
+        penalty = span_penalty(self, self.config.adaptive_span_penalty)
+        return loss if penalty is None else loss + penalty.to(loss.dtype)
 
     @property
     def weight_quantization(self) -> dict | None:
@@ -481,6 +499,7 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
                 nn.functional.cross_entropy, logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device),
                 kwargs.get("num_items_in_batch"),
             )
+            loss = self._with_span_penalty(loss)
         output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         return output if return_dict else output.to_tuple()
 
@@ -827,6 +846,7 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
                 loss = self._ramp_training_loss(
                     loss, list(exit_logits.unbind(1))[:-1], logits, labels, num_items_in_batch
                 )
+            loss = self._with_span_penalty(loss)
 
         output = UltraFastBertSequenceClassifierOutput(
             loss=loss,

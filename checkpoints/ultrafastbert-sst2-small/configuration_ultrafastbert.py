@@ -64,6 +64,14 @@ class UltraFastBertConfig(PreTrainedConfig):
             method, `encoder_sparsity`, `embedding_sparsity` and the fraction of zeros of every pruned tensor
             (`tensor_sparsity`); compact checkpoints (`conversion/compact_pruned.py`) add `compact_tensors`, the
             tensors stored as bit mask + non-zero values, with their non-zero counts. `None` for unpruned models.
+        adaptive_span (`bool`, *optional*, defaults to `False`): give every attention head a learned span z (EdgeBERT's
+            adaptive attention span): its weights are masked by clamp((R + z - d) / R, 0, 1) at token distance d and
+            renormalised; at inference heads of span 0 are skipped and the others attend inside their band only.
+        adaptive_span_ramp (`float`, *optional*, defaults to 16.0): the ramp R of the soft mask, in tokens.
+        adaptive_span_penalty (`float`, *optional*, defaults to 0.0): coefficient of the span penalty
+            (coefficient * mean z, z in tokens) added to the heads' training losses.
+        adaptive_span_init (`float`, *optional*): initial z of every head, in tokens (default: max_position_embeddings,
+            i.e. the model starts as plain attention).
     """
 
     model_type = "ultrafastbert"
@@ -97,6 +105,10 @@ class UltraFastBertConfig(PreTrainedConfig):
     num_hidden_groups: int | None = None
     embedding_size: int | None = None
     pruning: dict | None = None
+    adaptive_span: bool = False
+    adaptive_span_ramp: float = 16.0
+    adaptive_span_penalty: float = 0.0
+    adaptive_span_init: float | None = None
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:
@@ -104,6 +116,7 @@ class UltraFastBertConfig(PreTrainedConfig):
         self._validate_ultrafastbert()
         self._validate_albert_options()
         self.validate_early_exit()
+        self._validate_adaptive_span()
         super().__post_init__(**kwargs)
 
     def _validate_ultrafastbert(self):
@@ -215,6 +228,24 @@ class UltraFastBertConfig(PreTrainedConfig):
         layers = self.num_hidden_layers
         groups = layers if self.num_hidden_groups is None else min(self.num_hidden_groups, layers)
         return [index * groups // layers for index in range(layers)]
+    def _validate_adaptive_span(self):
+        if not isinstance(self.adaptive_span, bool):
+            raise ValueError(f"UltraFastBertConfig.adaptive_span must be a bool, got {self.adaptive_span!r}")
+        ramp = self.adaptive_span_ramp
+        if isinstance(ramp, bool) or not isinstance(ramp, (int, float)) or not ramp > 0:
+            raise ValueError(f"UltraFastBertConfig.adaptive_span_ramp must be a positive number of tokens, got {ramp!r}")
+        penalty = self.adaptive_span_penalty
+        if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
+            raise ValueError(f"UltraFastBertConfig.adaptive_span_penalty must be a number >= 0, got {penalty!r}")
+        initial = self.adaptive_span_init
+        if initial is not None and (
+            isinstance(initial, bool) or not isinstance(initial, (int, float))
+            or not -ramp <= initial <= self.max_position_embeddings
+        ):
+            raise ValueError(
+                f"UltraFastBertConfig.adaptive_span_init must be None or a span in [-adaptive_span_ramp, "
+                f"max_position_embeddings] = [{-ramp}, {self.max_position_embeddings}] tokens, got {initial!r}"
+            )
 
     @property
     def fff_num_nodes(self) -> int:
