@@ -59,8 +59,12 @@ def wordpiece_tokenizer(tmp_path_factory):
     trainer = BertWordPieceTokenizer(lowercase=True)
     trainer.train_from_iterator(sentences, vocab_size=400, min_frequency=2)
     folder = tmp_path_factory.mktemp("tokenizer")
-    trainer.save_model(str(folder))
-    return BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=40)
+    # transformers 5 ignores vocab_file= here (every word becomes [UNK]); the full tokenizer.json is honoured
+    trainer.save(str(folder / "tokenizer.json"))
+    tokenizer = BertTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), do_lower_case=True,
+                                  model_max_length=40)
+    assert len(tokenizer) > 100 and tokenizer.unk_token_id not in tokenizer("a gripping film")["input_ids"]
+    return tokenizer
 
 
 _BLOCKER = """
