@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import modeling_ultrafastbert  # noqa: E402
+from conversion.checkpoint_files import COPIED_FILES, copy_side_files, model_class_for, move_into_place  # noqa: E402
 from modeling_ultrafastbert.pruning import (  # noqa: E402
     BITMASK_SUFFIX,
     EMBEDDING_PATTERNS,
@@ -38,16 +39,8 @@ from modeling_ultrafastbert.pruning import (  # noqa: E402
     nonzero_mask,
 )
 
-_COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "README.md",
-           "eval_results.json")
 
 
-def _model_class(config):
-    name = (getattr(config, "architectures", None) or ["UltraFastBertModel"])[0]
-    model_class = getattr(modeling_ultrafastbert, name, None)
-    if model_class is None:
-        raise ValueError(f"the checkpoint's architecture {name!r} is not an UltraFastBERT model class")
-    return model_class
 
 
 def _is_compactable(base_key: str) -> bool:
@@ -68,7 +61,7 @@ def compact_checkpoint(src: str | os.PathLike, out: str | os.PathLike, min_spars
         raise ValueError(f"{src} is already compact")
     if config.weight_quantization:
         raise ValueError(f"{src} holds AdaptivFloat codes ({config.weight_quantization}); compact a float checkpoint")
-    model = _model_class(config).from_pretrained(src, dtype="auto").eval()
+    model = model_class_for(config).from_pretrained(src, dtype="auto").eval()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -93,17 +86,10 @@ def compact_checkpoint(src: str | os.PathLike, out: str | os.PathLike, min_spars
         save_file(compact, tmp_dir / "model.safetensors", metadata={"format": "pt"})
         model.config.pruning = {**(model.config.pruning or {}), "compact_tensors": counts}
         model.config.save_pretrained(tmp_dir)
-        for name in _COPIED:
-            if (src / name).is_file():
-                shutil.copy2(src / name, tmp_dir / name)
+        # the weights are exactly the dense ones, so the measured results still hold
+        copy_side_files(src, tmp_dir, COPIED_FILES + ("eval_results.json",))
         _verify(tmp_dir, model, dense)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp_dir, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out)
+        move_into_place(tmp_dir, out)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -31,6 +31,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(_REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(_REPO_ROOT))
 
+from conversion.checkpoint_files import move_into_place  # noqa: E402
 from modeling_ultrafastbert import (  # noqa: E402
     UltraFastBertConfig,
     UltraFastBertForMaskedLM,
@@ -499,14 +500,7 @@ def convert_checkpoint(
             problems = verify_written(tmp_dir, model, src_dir)
             if problems:
                 raise ConversionError("verification of the converted checkpoint failed:\n  " + "\n  ".join(problems))
-        # move into place: the old OUT (if any) is only removed once the new one is complete
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp_dir, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out)
+        move_into_place(tmp_dir, out)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)

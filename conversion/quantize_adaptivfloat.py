@@ -30,19 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import modeling_ultrafastbert  # noqa: E402
+from conversion.checkpoint_files import copy_side_files, model_class_for, move_into_place  # noqa: E402
 from modeling_ultrafastbert.adaptivfloat import quantize_model_  # noqa: E402
 
-# files of a checkpoint that are not weights/config/code and travel unchanged (tokenizer, card, results)
-_COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "README.md")
 
 
-def _model_class(config):
-    architectures = getattr(config, "architectures", None) or ["UltraFastBertModel"]
-    name = architectures[0]
-    model_class = getattr(modeling_ultrafastbert, name, None)
-    if model_class is None:
-        raise ValueError(f"the checkpoint's architecture {name!r} is not an UltraFastBERT model class")
-    return model_class
 
 
 def quantize_checkpoint(src: str | os.PathLike, out: str | os.PathLike, bits: int = 8, exponent_bits: int = 3,
@@ -54,24 +46,16 @@ def quantize_checkpoint(src: str | os.PathLike, out: str | os.PathLike, bits: in
     config = modeling_ultrafastbert.UltraFastBertConfig.from_pretrained(src)
     if getattr(config, "weight_quantization", None):
         raise ValueError(f"{src} is already quantized ({config.weight_quantization})")
-    model = _model_class(config).from_pretrained(src).eval()
+    model = model_class_for(config).from_pretrained(src).eval()
     quantize_model_(model, bits=bits, exponent_bits=exponent_bits, projection_dtype=projection_dtype)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp_dir)
-        for name in _COPIED:
-            if (src / name).is_file():
-                shutil.copy2(src / name, tmp_dir / name)
+        copy_side_files(src, tmp_dir)
         _verify(tmp_dir, model)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "x")
-            os.replace(tmp_dir, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp_dir, out)
+        move_into_place(tmp_dir, out)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)

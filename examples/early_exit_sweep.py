@@ -204,12 +204,9 @@ def main(argv=None) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=True)
     sentences, labels = read_sst2(Path(args.dev), args.max_examples)
     thresholds = parse_thresholds(args.thresholds)
-    if None not in thresholds:
-        thresholds = [None] + thresholds  # the baseline every saving is measured against
     shipped = model.config.early_exit_entropy
-    if shipped is not None and shipped not in thresholds:
-        thresholds.append(shipped)  # the checkpoint's own setting is always measured
-    thresholds = [None] + sorted(t for t in thresholds if t is not None)
+    # "none" (every layer: the baseline of every saving) first, then the thresholds with the checkpoint's own setting
+    thresholds = [None] + sorted({t for t in thresholds + [shipped] if t is not None})
     rows = sweep(model, tokenizer, sentences, labels, thresholds, repeats=args.repeats,
                  max_length=min(128, model.config.max_position_embeddings))
     model.set_exit_threshold(shipped)

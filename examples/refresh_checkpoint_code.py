@@ -27,6 +27,7 @@ for path in (REPO_ROOT, REPO_ROOT / "examples"):
 
 from transformers import AutoTokenizer  # noqa: E402
 
+from conversion.checkpoint_files import move_into_place  # noqa: E402
 from modeling_ultrafastbert import UltraFastBertForSequenceClassification  # noqa: E402
 
 KEEP = ("README.md", "eval_results.json", "pretrain_results.json", "dense_twin_eval_results.json",
@@ -191,9 +192,7 @@ def main(argv=None) -> None:
         except BaseException:
             shutil.rmtree(staging)  # leave no half-written folder behind
             raise
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.move(str(staging), str(target))
+    move_into_place(staging, target)
     print(f"rewrote {target}: {sorted(p.name for p in target.iterdir())}")
 
 
