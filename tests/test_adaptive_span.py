@@ -9,7 +9,9 @@ from conftest import run_in_clean_env, tiny_config
 from modeling_ultrafastbert import (
     UltraFastBertConfig,
     UltraFastBertForMaskedLM,
+    UltraFastBertForQuestionAnswering,
     UltraFastBertForSequenceClassification,
+    UltraFastBertForTokenClassification,
     UltraFastBertModel,
 )
 from modeling_ultrafastbert.adaptive_span import AdaptiveSpan, banded_attention, span_penalty, span_summary
@@ -195,6 +197,49 @@ def test_masked_lm_loss_gets_the_penalty():
     model.config.adaptive_span_penalty = 0.0
     without = model(ids, attention_mask=mask, labels=labels).loss
     torch.testing.assert_close(with_penalty - without, torch.tensor(0.1 * 8.0), rtol=1e-4, atol=1e-5)
+
+
+def _penalty_in_loss(model, **inputs):
+    """The training loss with the model's span penalty minus the same loss without it."""
+    model.train()
+    coefficient = model.config.adaptive_span_penalty
+    with_penalty = model(**inputs).loss
+    model.config.adaptive_span_penalty = 0.0
+    without = model(**inputs).loss
+    model.config.adaptive_span_penalty = coefficient
+    return with_penalty - without
+
+
+@pytest.mark.parametrize("head", ["token", "qa"])
+def test_token_classification_and_qa_losses_get_the_penalty(head):
+    cls = UltraFastBertForTokenClassification if head == "token" else UltraFastBertForQuestionAnswering
+    model = span_model(cls, seed=8, adaptive_span_penalty=0.1, num_labels=3)
+    set_spans(model, [[4.0] * 4, [12.0] * 4])  # mean z = 8
+    ids, mask = batch(length=20)
+    if head == "token":
+        labels = torch.randint(0, 3, ids.shape, generator=torch.Generator().manual_seed(0))
+        inputs = dict(input_ids=ids, attention_mask=mask, labels=labels)
+    else:
+        inputs = dict(input_ids=ids, attention_mask=mask, start_positions=torch.tensor([1, 2, 3]),
+                      end_positions=torch.tensor([4, 5, 6]))
+    torch.testing.assert_close(_penalty_in_loss(model, **inputs), torch.tensor(0.1 * 8.0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [UltraFastBertForSequenceClassification, UltraFastBertForMaskedLM])
+def test_penalty_takes_the_micro_batch_share_under_num_items_in_batch(cls):
+    """Trainer sums the micro-batch losses of a step when it passes num_items_in_batch: the penalty must then be
+    split by the items of each micro-batch, so that the step counts it once (not once per micro-batch or device)."""
+    model = span_model(cls, seed=9, adaptive_span_penalty=0.1, num_labels=2)
+    set_spans(model, [[4.0] * 4, [12.0] * 4])
+    ids, mask = batch(length=20)
+    labels = torch.tensor([0, 1, 1]) if cls is UltraFastBertForSequenceClassification else ids.clone()
+    if cls is UltraFastBertForMaskedLM:
+        labels[:, ::2] = -100  # unlabelled positions do not count
+    items = int(labels.ne(-100).sum())
+    for total in (items, 4 * items):
+        share = _penalty_in_loss(model, input_ids=ids, attention_mask=mask, labels=labels,
+                                 num_items_in_batch=torch.tensor(total))
+        torch.testing.assert_close(share, torch.tensor(0.1 * 8.0 * items / total), rtol=1e-4, atol=1e-5)
 
 
 def test_spans_apply_on_the_early_exit_path():

@@ -289,12 +289,22 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         restore_compact_pruned_weights_(model)  # compact pruned checkpoints: rebuild the exact dense tensors
         return loaded
 
-    def _with_span_penalty(self, loss: torch.Tensor | None) -> torch.Tensor | None:
-        """The training loss plus the adaptive-span penalty (coefficient * mean z), when spans are on."""
+    def _with_span_penalty(
+        self, loss: torch.Tensor | None, counted: torch.Tensor | None = None, num_items_in_batch=None
+    ) -> torch.Tensor | None:
+        """The training loss plus the adaptive-span penalty (coefficient * mean z), when spans are on.
+
+        With Trainer's `num_items_in_batch` the data loss is a share of a sum over every micro-batch of the step (and
+        every process), so the penalty takes the same share (`counted` items here / all items): summed over the step it
+        is counted once, not once per micro-batch or per process."""
         if loss is None or not self.training or not getattr(self.config, "adaptive_span", False):
             return loss
         penalty = span_penalty(self, self.config.adaptive_span_penalty)
-        return loss if penalty is None else loss + penalty.to(loss.dtype)
+        if penalty is None:
+            return loss
+        if num_items_in_batch is not None and counted is not None:
+            penalty = penalty * (counted.to(penalty.device, penalty.dtype) / num_items_in_batch)
+        return loss + penalty.to(loss.dtype)
 
     @property
     def weight_quantization(self) -> dict | None:
@@ -499,7 +509,7 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
                 nn.functional.cross_entropy, logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device),
                 kwargs.get("num_items_in_batch"),
             )
-            loss = self._with_span_penalty(loss)
+            loss = self._with_span_penalty(loss, labels.ne(-100).sum(), kwargs.get("num_items_in_batch"))
         output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         return output if return_dict else output.to_tuple()
 
@@ -846,7 +856,7 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
                 loss = self._ramp_training_loss(
                     loss, list(exit_logits.unbind(1))[:-1], logits, labels, num_items_in_batch
                 )
-            loss = self._with_span_penalty(loss)
+            loss = self._with_span_penalty(loss, labels.ne(-100).sum(), num_items_in_batch)
 
         output = UltraFastBertSequenceClassifierOutput(
             loss=loss,
@@ -895,6 +905,7 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
                 nn.functional.cross_entropy, logits.view(-1, self.num_labels), labels.view(-1).to(logits.device),
                 kwargs.get("num_items_in_batch"),
             )
+            loss = self._with_span_penalty(loss, labels.ne(-100).sum(), kwargs.get("num_items_in_batch"))
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -942,6 +953,7 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
                 for logits, positions in ((start_logits, start_positions), (end_logits, end_positions))
             )
             loss = (start_loss + end_loss) / 2
+            loss = self._with_span_penalty(loss, start_positions.ne(ignored_index).sum(), num_items_in_batch)
 
         output = QuestionAnsweringModelOutput(
             loss=loss,
