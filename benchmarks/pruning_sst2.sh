@@ -6,9 +6,10 @@
 #
 # Every row is one examples/run_glue.py run, all started together as background processes (small models: one GPU
 # holds them all). Rows: unpruned; movement and magnitude pruning of the encoder at 50% and 80%; soft movement at
-# five L1 strengths (its sparsity is whatever results); magnitude pruning of 95% of the word embeddings alone (over the matrix, and per row); and
-# movement 80% + embeddings 95%. The 80% checkpoints are then stored with conversion/compact_pruned.py. Prints a
-# table and writes OUT_DIR/pruning_sst2.json. ROW_TIMEOUT (seconds) bounds each run; ONLY names a subset of rows.
+# five L1 strengths (its sparsity is whatever results); magnitude pruning of 95% of the word embeddings alone (over
+# the matrix, per row, and over the matrix with half the run at full sparsity); and movement 80% + embeddings 95%.
+# The 80% checkpoints are then stored with conversion/compact_pruned.py. Prints a table and writes
+# OUT_DIR/pruning_sst2.json. ROW_TIMEOUT (seconds) bounds each run; ONLY names a subset of rows.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: bash benchmarks/pruning_sst2.sh MLM_CHECKPOINT GLUE_DIR OUT_DIR [TRAIN_SAMPLES] [EPOCHS]}
@@ -37,6 +38,8 @@ declare -A ROWS=(
   [soft-movement-l30]="--prune soft-movement --soft-regularization 30"
   [embeddings-magnitude-95]="--embedding-sparsity 0.95"
   [embeddings-magnitude-95-per-row]="--embedding-sparsity 0.95 --embedding-per-row"
+  # the same with the schedule's ramp from the first step and half the run at full sparsity to recover
+  [embeddings-magnitude-95-cool50]="--embedding-sparsity 0.95 --prune-warmup 0 --prune-cooldown 0.5"
   [movement-80-embeddings-95]="--prune movement --sparsity 0.8 --embedding-sparsity 0.95"
 )
 for name in "${!ROWS[@]}"; do

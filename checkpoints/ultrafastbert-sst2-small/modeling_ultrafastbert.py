@@ -700,6 +700,10 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
         logits, and the others go on as a smaller batch. Returns (logits, exit_layers, predicted_exit_layers)."""
         base = self.ultrafastbert
         batch, seq_length = base._validate_inputs(input_ids, attention_mask, inputs_embeds)
+        if attention_mask is not None and _may_sync(attention_mask) and bool(attention_mask.all()):
+            # no padding (a sentence served alone, say): positions 0..L-1, no attention bias and plain mean pooling in
+            # every ramp, without the per-layer work a mask costs (a ramp is a third of a small layer's time)
+            attention_mask = None
         position_ids = base._position_ids(position_ids, attention_mask, batch, seq_length)
         hidden_states = base.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids)
         attention_bias = base._attention_bias(attention_mask, hidden_states.dtype)
