@@ -4,8 +4,8 @@
 For every threshold (and "none": every example runs all layers) it measures, from one run:
   * dev accuracy and the mean exit layer (the model's own `exit_layers` output), and
   * CPU wall-clock over the whole dev set at batch 1 and at batch 32 (examples leave the batch as they exit),
-    the median of `--repeats` passes; the thresholds are interleaved within each pass so that machine noise hits
-    them alike.
+    the median of `--repeats` passes; the thresholds are interleaved within each pass, and each pass starts at the
+    next threshold, so that machine noise and drift hit them alike.
 It writes `early_exit_sweep.json`, `early_exit_sweep.md` (a table) and `early_exit_sweep.png` (accuracy against
 mean layers, latency on a second axis) into `--output-dir`.
 
@@ -87,8 +87,10 @@ def sweep(model, tokenizer, sentences, labels, thresholds, batch_sizes=(1, 32), 
     times = {(t, b): [] for t in thresholds for b in batch_sizes}
     seen = {}
     run_pass(model, encoded[batch_sizes[-1]][:2])  # warm-up (kernel load, allocator)
-    for _ in range(repeats):
-        for threshold in thresholds:
+    for r in range(repeats):
+        # each pass starts at another threshold: a drift within a pass (clock, cache, allocator) then hits every
+        # threshold alike instead of always the last ones
+        for threshold in thresholds[r % len(thresholds):] + thresholds[:r % len(thresholds)]:
             model.set_exit_threshold(threshold)
             for b in batch_sizes:
                 seconds, predictions, exits, predicted = run_pass(model, encoded[b])
