@@ -187,18 +187,6 @@ def test_gradients_reach_z_and_the_penalty_is_in_the_loss():
         assert model(ids, attention_mask=mask, labels=labels).loss < with_penalty
 
 
-def test_masked_lm_loss_gets_the_penalty():
-    model = span_model(UltraFastBertForMaskedLM, seed=7, adaptive_span_penalty=0.1)
-    set_spans(model, [[4.0] * 4, [12.0] * 4])
-    ids, mask = batch(length=20)
-    labels = ids.clone()
-    model.train()
-    with_penalty = model(ids, attention_mask=mask, labels=labels).loss
-    model.config.adaptive_span_penalty = 0.0
-    without = model(ids, attention_mask=mask, labels=labels).loss
-    torch.testing.assert_close(with_penalty - without, torch.tensor(0.1 * 8.0), rtol=1e-4, atol=1e-5)
-
-
 def _penalty_in_loss(model, **inputs):
     """The training loss with the model's span penalty minus the same loss without it."""
     model.train()
@@ -208,6 +196,14 @@ def _penalty_in_loss(model, **inputs):
     without = model(**inputs).loss
     model.config.adaptive_span_penalty = coefficient
     return with_penalty - without
+
+
+def test_masked_lm_loss_gets_the_penalty():
+    model = span_model(UltraFastBertForMaskedLM, seed=7, adaptive_span_penalty=0.1)
+    set_spans(model, [[4.0] * 4, [12.0] * 4])
+    ids, mask = batch(length=20)
+    penalty = _penalty_in_loss(model, input_ids=ids, attention_mask=mask, labels=ids.clone())
+    torch.testing.assert_close(penalty, torch.tensor(0.1 * 8.0), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("head", ["token", "qa"])

@@ -290,20 +290,21 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         return loaded
 
     def _with_span_penalty(
-        self, loss: torch.Tensor | None, counted: torch.Tensor | None = None, num_items_in_batch=None
+        self, loss: torch.Tensor | None, labels: torch.Tensor, num_items_in_batch=None, ignore_index: int = -100
     ) -> torch.Tensor | None:
         """The training loss plus the adaptive-span penalty (coefficient * mean z), when spans are on.
 
         With Trainer's `num_items_in_batch` the data loss is a share of a sum over every micro-batch of the step (and
-        every process), so the penalty takes the same share (`counted` items here / all items): summed over the step it
+        every process), so the penalty takes the same share (labelled items here / all items): summed over the step it
         is counted once, not once per micro-batch or per process."""
         if loss is None or not self.training or not getattr(self.config, "adaptive_span", False):
             return loss
         penalty = span_penalty(self, self.config.adaptive_span_penalty)
         if penalty is None:
             return loss
-        if num_items_in_batch is not None and counted is not None:
-            penalty = penalty * (counted.to(penalty.device, penalty.dtype) / num_items_in_batch)
+        if num_items_in_batch is not None:
+            counted = labels.ne(ignore_index).sum().to(penalty.device, penalty.dtype)
+            penalty = penalty * (counted / num_items_in_batch)
         return loss + penalty.to(loss.dtype)
 
     @property
@@ -509,7 +510,7 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
                 nn.functional.cross_entropy, logits.view(-1, self.config.vocab_size), labels.view(-1).to(logits.device),
                 kwargs.get("num_items_in_batch"),
             )
-            loss = self._with_span_penalty(loss, labels.ne(-100).sum(), kwargs.get("num_items_in_batch"))
+            loss = self._with_span_penalty(loss, labels, kwargs.get("num_items_in_batch"))
         output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions)
         return output if return_dict else output.to_tuple()
 
@@ -860,7 +861,7 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
                 loss = self._ramp_training_loss(
                     loss, list(exit_logits.unbind(1))[:-1], logits, labels, num_items_in_batch
                 )
-            loss = self._with_span_penalty(loss, labels.ne(-100).sum(), num_items_in_batch)
+            loss = self._with_span_penalty(loss, labels, num_items_in_batch)
 
         output = UltraFastBertSequenceClassifierOutput(
             loss=loss,
@@ -909,7 +910,7 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
                 nn.functional.cross_entropy, logits.view(-1, self.num_labels), labels.view(-1).to(logits.device),
                 kwargs.get("num_items_in_batch"),
             )
-            loss = self._with_span_penalty(loss, labels.ne(-100).sum(), kwargs.get("num_items_in_batch"))
+            loss = self._with_span_penalty(loss, labels, kwargs.get("num_items_in_batch"))
         output = TokenClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -957,7 +958,7 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
                 for logits, positions in ((start_logits, start_positions), (end_logits, end_positions))
             )
             loss = (start_loss + end_loss) / 2
-            loss = self._with_span_penalty(loss, start_positions.ne(ignored_index).sum(), num_items_in_batch)
+            loss = self._with_span_penalty(loss, start_positions, num_items_in_batch, ignore_index=ignored_index)
 
         output = QuestionAnsweringModelOutput(
             loss=loss,
