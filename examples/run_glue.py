@@ -34,6 +34,9 @@ tokenizers may differ); it must be a classifier with the student's label set, ot
 two-stage training only. A teacher too large to hold next to the student can be run once beforehand:
 ``--teacher CHECKPOINT --save-teacher-logits FILE.safetensors`` writes its logits for every training row and stops;
 ``--teacher FILE.safetensors`` then trains on them.
+``--distill-hidden-weight W`` adds TinyBERT's intermediate-layer loss (W times the MSE between each student layer's
+standardised states and those of the teacher layer at the same relative depth); the teacher then runs live on the
+student's batches, so it needs the student's tokenizer and hidden size.
 
     python examples/run_glue.py --task sst2 --model FFF_MLM_CHECKPOINT --teacher DENSE_SST2_CHECKPOINT \
         --data-dir ../shared/data/glue --output-dir /tmp/sst2-distilled --epochs 2
@@ -80,6 +83,7 @@ from modeling_ultrafastbert.early_exit import (  # noqa: E402
 from modeling_ultrafastbert.distillation import (  # noqa: E402
     DistillationTrainer,
     check_teacher_compatible,
+    same_tokenizer,
     teacher_logits,
 )
 from modeling_ultrafastbert.pruning import Pruner, PruningCallback  # noqa: E402
@@ -334,6 +338,11 @@ def parse_args(argv=None):
     distill.add_argument("--distill-alpha", type=float, default=0.9,
                          help="weight of the soft-target loss; the label loss gets 1 - alpha (EdgeBERT: 0.9)")
     distill.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature T of the soft targets")
+    distill.add_argument("--distill-hidden-weight", type=float, default=0.0,
+                         help="weight of intermediate-layer distillation (TinyBERT): MSE between the standardised "
+                              "states of each student layer and the teacher layer at the same relative depth; needs "
+                              "--teacher CHECKPOINT with the same tokenizer and hidden size, which then runs live on "
+                              "every training batch (0: off)")
     pruning = p.add_argument_group("pruning (movement / magnitude, EdgeBERT)")
     pruning.add_argument("--prune", choices=("none", "movement", "soft-movement", "magnitude"), default="none",
                          help="how to prune the encoder (attention projections, FFF node rows)")
@@ -366,6 +375,12 @@ def parse_args(argv=None):
         p.error("--distill-alpha must lie in [0, 1]")
     if not args.distill_temperature > 0:
         p.error("--distill-temperature must be > 0")
+    if not args.distill_hidden_weight >= 0:
+        p.error("--distill-hidden-weight must be >= 0")
+    if args.distill_hidden_weight > 0 and (args.teacher is None or args.teacher.endswith(".safetensors")
+                                           or args.save_teacher_logits is not None):
+        p.error("--distill-hidden-weight needs --teacher CHECKPOINT (a live teacher; its logits file has no hidden "
+                "states) and no --save-teacher-logits")
     if args.save_teacher_logits is not None and (args.teacher is None or args.teacher.endswith(".safetensors")):
         p.error("--save-teacher-logits needs --teacher CHECKPOINT")
     if args.teacher is not None and args.eval_only:
@@ -612,13 +627,24 @@ def main(argv=None) -> dict:
         if args.teacher.endswith(".safetensors"):
             targets = load_teacher_logits(args.teacher, args.task, len(train_set), num_labels)
         else:
-            teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, trust_remote_code=True)
+            teacher = AutoModelForSequenceClassification.from_pretrained(args.teacher, trust_remote_code=True,
+                                                                         dtype=torch.float32)
             try:
                 check_teacher_compatible(model, teacher)
             except ValueError as error:
                 raise SystemExit(f"error: --teacher {args.teacher}: {error}") from None
-            # the teacher reads each sentence in its own tokenization; its logits travel with the student's examples
             teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher, trust_remote_code=True)
+        if teacher is not None and args.distill_hidden_weight > 0:
+            # hidden-state distillation: the teacher reads the student's own batches on every step
+            if not same_tokenizer(tokenizer, teacher_tokenizer, train["text_a"][:16]):
+                raise SystemExit(f"error: --teacher {args.teacher}: hidden-state distillation needs the student's "
+                                 "tokenizer (the teacher reads the student's batches)")
+            if teacher.config.hidden_size != model.config.hidden_size:
+                raise SystemExit(f"error: --teacher {args.teacher}: hidden-state distillation needs the same "
+                                 f"hidden_size (teacher {teacher.config.hidden_size}, student {model.config.hidden_size})")
+            targets = None
+        elif teacher is not None:
+            # the teacher reads each sentence in its own tokenization; its logits travel with the student's examples
             teacher_set = encode(teacher_tokenizer, train, min(args.max_length, teacher.config.max_position_embeddings))
             teacher.to("cuda" if torch.cuda.is_available() else "cpu")
             targets = teacher_logits(teacher, teacher_set, DataCollatorWithPadding(teacher_tokenizer),
@@ -628,11 +654,14 @@ def main(argv=None) -> dict:
                 save_teacher_logits(args.save_teacher_logits, targets, args.task, args.teacher)
                 print(f"teacher logits for {len(targets)} training rows written to {args.save_teacher_logits}")
                 return {"teacher_logits": args.save_teacher_logits, "rows": len(targets)}
-        train_set.encodings["teacher_logits"] = targets.tolist()
-        teacher_results = {
-            "teacher_train_accuracy": accuracy(targets.argmax(-1).numpy(), train["label"]),
-            "teacher_seconds": round(time.time() - t0, 1),
-        }
+        if targets is not None:
+            train_set.encodings["teacher_logits"] = targets.tolist()
+            teacher_results = {
+                "teacher_train_accuracy": accuracy(targets.argmax(-1).numpy(), train["label"]),
+                "teacher_seconds": round(time.time() - t0, 1),
+            }
+        else:
+            teacher_results = {"distill_hidden_weight": args.distill_hidden_weight}
 
     pruner = None
     if train_set is not None and (args.prune != "none" or args.embedding_sparsity > 0):
@@ -691,6 +720,8 @@ def main(argv=None) -> dict:
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=compute_metrics,
             **({"alpha": args.distill_alpha, "temperature": args.distill_temperature} if distilling else {}),
+            **({"teacher": teacher, "teacher_tokenizer": teacher_tokenizer, "hidden_weight": args.distill_hidden_weight}
+               if distilling and args.distill_hidden_weight > 0 else {}),
         )
 
     def compute_metrics(prediction):

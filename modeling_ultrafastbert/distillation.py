@@ -16,7 +16,14 @@ Everything else may differ: depth, width, heads, FFF or dense feedforward, off-r
 without gradients and without early exit (``config.early_exit_entropy = None``), so every example gets its full-depth
 logits.
 
-This module is used by `examples/run_glue.py` (``--teacher``); it is not part of the remote code of checkpoints.
+Intermediate-layer distillation (TinyBERT's, Jiao et al. 2020) adds ``hidden_weight * hidden_state_loss``: each
+student layer's output state is pulled towards the state of the teacher layer at the same relative depth
+(`hidden_layer_pairs`). It needs a live teacher reading the student's batches (same tokenizer) and the same hidden
+size (ValueError otherwise); depths may differ. The states are compared after standardising each token's vector (a
+LayerNorm without weights), because pre-LayerNorm residual streams grow in scale with depth and from model to model.
+
+This module is used by `examples/run_glue.py` (``--teacher``, ``--distill-hidden-weight``); it is not part of the
+remote code of checkpoints.
 """
 
 import torch
@@ -48,6 +55,39 @@ def distillation_loss(
     if torch.is_tensor(num_items_in_batch):
         num_items_in_batch = num_items_in_batch.to(per_example.device)
     return per_example.sum() / num_items_in_batch
+
+
+def hidden_layer_pairs(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """``(student, teacher)`` index pairs into the models' ``hidden_states`` tuples: student layer ``i`` (1..Ls) learns
+    from teacher layer ``i * Lt / Ls`` rounded half up (TinyBERT's uniform mapping). Index 0 (the embeddings) is left
+    out; the last pair are the two final normalised states."""
+    if student_layers < 1 or teacher_layers < 1:
+        raise ValueError(f"layer counts must be >= 1, got student {student_layers} and teacher {teacher_layers}")
+    return [(i, (2 * i * teacher_layers + student_layers) // (2 * student_layers)) for i in range(1, student_layers + 1)]
+
+
+def hidden_state_loss(student_states, teacher_states, attention_mask=None, pairs=None) -> torch.Tensor:
+    """Mean over the layer ``pairs`` of the mean squared difference between standardised token states, averaged over
+    the tokens that ``attention_mask`` keeps (all tokens without a mask)."""
+    if pairs is None:
+        pairs = hidden_layer_pairs(len(student_states) - 1, len(teacher_states) - 1)
+    losses = []
+    for s_index, t_index in pairs:
+        student, teacher = student_states[s_index], teacher_states[t_index]
+        if student.shape != teacher.shape:
+            raise ValueError(f"student state {s_index} {tuple(student.shape)} and teacher state {t_index} "
+                             f"{tuple(teacher.shape)} differ in shape (hidden-state distillation needs the same batch, "
+                             "sequence and hidden size)")
+        width = student.shape[-1]
+        difference = (nn.functional.layer_norm(student.float(), (width,))
+                      - nn.functional.layer_norm(teacher.detach().float(), (width,)))
+        per_token = difference.pow(2).mean(dim=-1)
+        if attention_mask is None:
+            losses.append(per_token.mean())
+        else:
+            keep = attention_mask.to(per_token.device, per_token.dtype)
+            losses.append((per_token * keep).sum() / keep.sum().clamp(min=1.0))
+    return torch.stack(losses).mean()
 
 
 def _label_names(config) -> dict | None:
@@ -114,16 +154,31 @@ class DistillationTrainer(Trainer):
     else from running ``teacher`` on the student's batch (only when the two tokenizers are identical; pass
     ``teacher_tokenizer`` to have that checked against the trainer's ``processing_class``). The student's own loss is
     its output's ``loss`` (its head's loss on the labels, normalised by Trainer's ``num_items_in_batch`` like the soft
-    term). Evaluation losses are the student's own loss only.
+    term). With ``hidden_weight > 0`` the live ``teacher`` also runs on every batch and ``hidden_weight *
+    hidden_state_loss`` of the two models' states is added. Evaluation losses are the student's own loss only.
     """
 
     def __init__(self, *args, teacher: nn.Module | None = None, teacher_tokenizer=None, alpha: float = 0.9,
-                 temperature: float = 2.0, **kwargs):
+                 temperature: float = 2.0, hidden_weight: float = 0.0, **kwargs):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"the distillation weight alpha must lie in [0, 1], got {alpha!r}")
         if not temperature > 0:
             raise ValueError(f"the distillation temperature must be > 0, got {temperature!r}")
+        if not hidden_weight >= 0:
+            raise ValueError(f"the hidden-state distillation weight must be >= 0, got {hidden_weight!r}")
         super().__init__(*args, **kwargs)
+        self.hidden_pairs = None
+        if hidden_weight > 0:
+            if teacher is None:
+                raise ValueError("hidden-state distillation needs a live teacher model (precomputed logits carry no "
+                                 "hidden states)")
+            s_config, t_config = self.model.config, teacher.config
+            if s_config.hidden_size != t_config.hidden_size:
+                raise ValueError(
+                    f"hidden-state distillation compares states of the same width: the student's hidden_size is "
+                    f"{s_config.hidden_size}, the teacher's {t_config.hidden_size}"
+                )
+            self.hidden_pairs = hidden_layer_pairs(s_config.num_hidden_layers, t_config.num_hidden_layers)
         if teacher is not None:
             check_teacher_compatible(self.model, teacher)
             student_tokenizer = self.processing_class
@@ -138,6 +193,7 @@ class DistillationTrainer(Trainer):
         self.teacher = teacher
         self.distill_alpha = float(alpha)
         self.distill_temperature = float(temperature)
+        self.hidden_weight = float(hidden_weight)
 
     def _set_signature_columns_if_needed(self):
         # Trainer keeps only the columns the model's forward names; the soft targets are the trainer's own
@@ -152,21 +208,34 @@ class DistillationTrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         kwargs = {"num_items_in_batch": num_items_in_batch} if num_items_in_batch is not None else {}
+        with_hidden = self.hidden_weight > 0
+        if with_hidden:
+            kwargs["output_hidden_states"] = True
         outputs = model(**inputs, **kwargs)
-        if targets is None:
+        teacher_outputs = None
+        if targets is None or with_hidden:
             if self.teacher is None:
                 raise ValueError("DistillationTrainer needs a teacher or batches with precomputed 'teacher_logits'")
             with torch.no_grad():
                 teacher_inputs = {key: value for key, value in inputs.items() if key != "labels"}
-                targets = self.teacher(**teacher_inputs, return_dict=True).logits
+                teacher_outputs = self.teacher(**teacher_inputs, output_hidden_states=with_hidden, return_dict=True)
+            if targets is None:
+                targets = teacher_outputs.logits
         soft = distillation_loss(outputs.logits, targets.to(outputs.logits.device), self.distill_temperature,
                                  num_items_in_batch)
         loss = self.distill_alpha * soft + (1.0 - self.distill_alpha) * outputs.loss
+        if with_hidden:
+            hidden = hidden_state_loss(outputs.hidden_states, teacher_outputs.hidden_states,
+                                       inputs.get("attention_mask"), self.hidden_pairs)
+            if num_items_in_batch is not None:
+                # a per-batch mean: weigh it by the batch's share of the step's examples, as the summed terms are
+                hidden = hidden * (inputs["labels"].numel() / num_items_in_batch)
+            loss = loss + self.hidden_weight * hidden
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # as Trainer does for a loss normalised by the step's item count over all devices
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
 
 
-__all__ = ["distillation_loss", "check_teacher_compatible", "same_tokenizer", "prepare_teacher", "teacher_logits",
+__all__ = ["distillation_loss", "hidden_layer_pairs", "hidden_state_loss", "check_teacher_compatible", "same_tokenizer", "prepare_teacher", "teacher_logits",
            "DistillationTrainer"]

@@ -20,6 +20,8 @@ from modeling_ultrafastbert.distillation import (
     DistillationTrainer,
     check_teacher_compatible,
     distillation_loss,
+    hidden_layer_pairs,
+    hidden_state_loss,
     same_tokenizer,
     teacher_logits,
 )
@@ -368,6 +370,80 @@ def test_live_teacher_needs_the_same_tokenizer(tmp_path):
                             teacher=UltraFastBertForSequenceClassification(tiny_config(num_labels=5)))
 
 
+def test_hidden_layer_pairs_map_uniformly_by_relative_depth():
+    assert hidden_layer_pairs(3, 3) == [(1, 1), (2, 2), (3, 3)]
+    assert hidden_layer_pairs(4, 8) == [(1, 2), (2, 4), (3, 6), (4, 8)]
+    assert hidden_layer_pairs(3, 12) == [(1, 4), (2, 8), (3, 12)]
+    assert hidden_layer_pairs(4, 2) == [(1, 1), (2, 1), (3, 2), (4, 2)]  # 0.5 and 1.5 round up
+    with pytest.raises(ValueError, match="layer counts"):
+        hidden_layer_pairs(0, 4)
+
+
+def test_hidden_state_loss_is_masked_mse_of_standardised_states():
+    torch.manual_seed(0)
+    student = tuple(torch.randn(2, 5, 8) for _ in range(3))
+    teacher = tuple(torch.randn(2, 5, 8) for _ in range(3))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+
+    def standardised(x):
+        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+
+    keep = mask.bool()
+    expected = torch.stack([((standardised(student[i]) - standardised(teacher[i])) ** 2).mean(-1)[keep].mean()
+                            for i in (1, 2)]).mean()
+    torch.testing.assert_close(hidden_state_loss(student, teacher, mask), expected)
+    # identical states (up to scale and shift) cost nothing; padded positions are ignored
+    assert hidden_state_loss(student, tuple(3.0 * x + 1.0 for x in student), mask) < 1e-8
+    moved = tuple(torch.where(keep[..., None], x, x + 100.0) for x in teacher)
+    torch.testing.assert_close(hidden_state_loss(student, moved, mask), expected)
+    # without a mask every token counts; explicit pairs pick the layers
+    torch.testing.assert_close(hidden_state_loss(student, teacher, pairs=[(2, 1)]),
+                               ((standardised(student[2]) - standardised(teacher[1])) ** 2).mean())
+    with pytest.raises(ValueError, match="differ in shape"):
+        hidden_state_loss(student, tuple(x[..., :4] for x in teacher), mask)
+
+
+def test_hidden_state_distillation_in_the_trainer(tmp_path):
+    torch.manual_seed(0)
+    quiet = dict(hidden_dropout_prob=0.0, classifier_dropout=0.0, attention_probs_dropout_prob=0.0,
+                 embedding_dropout_prob=0.0)
+    student = UltraFastBertForSequenceClassification(tiny_config(**quiet))
+    teacher = UltraFastBertForSequenceClassification(tiny_config(num_hidden_layers=4, fff_depth=1))
+    ids = torch.randint(1, 211, (12, 7))
+    labels = torch.randint(0, 2, (12,))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    dataset = _Examples(ids, labels)
+    trainer = DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset, teacher=teacher,
+                                  alpha=0.9, temperature=2.0, hidden_weight=0.5)
+    assert trainer.hidden_pairs == [(1, 2), (2, 4)]
+    batch = {"input_ids": ids[:4], "attention_mask": mask[:4], "labels": labels[:4]}
+    student.train()
+    loss = trainer.compute_loss(student, dict(batch))
+    with torch.no_grad():
+        out = student(ids[:4], attention_mask=mask[:4], output_hidden_states=True)
+        t_out = teacher(ids[:4], attention_mask=mask[:4], output_hidden_states=True)
+    expected = (0.9 * distillation_loss(out.logits, t_out.logits, 2.0)
+                + 0.1 * nn.functional.cross_entropy(out.logits, labels[:4])
+                + 0.5 * hidden_state_loss(out.hidden_states, t_out.hidden_states, mask[:4], [(1, 2), (2, 4)]))
+    torch.testing.assert_close(loss.detach(), expected)
+    # the gradient of the hidden term reaches the student's encoder, not the frozen teacher
+    student.zero_grad()
+    hidden_state_loss(student(ids[:4], attention_mask=mask[:4], output_hidden_states=True).hidden_states,
+                      t_out.hidden_states, mask[:4], trainer.hidden_pairs).backward()
+    assert student.ultrafastbert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+    assert trainer.train().global_step == 3
+    with pytest.raises(ValueError, match="live teacher"):
+        DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset, hidden_weight=1.0)
+    with pytest.raises(ValueError, match="hidden_size is 48, the teacher's 32"):
+        DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset, hidden_weight=1.0,
+                            teacher=UltraFastBertForSequenceClassification(tiny_config(hidden_size=32)))
+    with pytest.raises(ValueError, match=">= 0"):
+        DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset, teacher=teacher,
+                            hidden_weight=-1.0)
+
+
 # --- the examples ----------------------------------------------------------------------------------------------------
 
 
@@ -403,6 +479,19 @@ def test_pretrain_shared_factorized_then_distill_with_run_glue(tmp_path):
                                    "--distill-temperature", "2", "--output-dir", str(out), "--max-steps", "2", *glue])
         assert distilled["global_steps"] == 2 and distilled["teacher"] == str(source)
         assert 0.0 <= distilled["accuracy"] <= 1.0 and distilled["teacher_train_accuracy"] >= 0.0
+    # intermediate-layer distillation: a live teacher with the student's tokenizer and width (here the student's own
+    # MLM checkpoint fine-tuned for two steps); the dense teacher above has another tokenizer and is refused
+    same_width = tmp_path / "teacher-same-tokenizer"
+    run_glue.main(["--model", str(student_mlm), "--output-dir", str(same_width), "--max-steps", "2", *glue])
+    hidden = run_glue.main(["--model", str(student_mlm), "--teacher", str(same_width), "--distill-hidden-weight", "1",
+                            "--output-dir", str(tmp_path / "student-hidden"), "--max-steps", "2", "--no-save", *glue])
+    assert hidden["global_steps"] == 2 and hidden["distill_hidden_weight"] == 1.0
+    with pytest.raises(SystemExit, match="needs the student's tokenizer"):
+        run_glue.main(["--model", str(student_mlm), "--teacher", str(teacher), "--distill-hidden-weight", "1",
+                       "--output-dir", str(tmp_path / "refused"), "--max-steps", "2", *glue])
+    with pytest.raises(SystemExit):  # argparse: a logits file has no hidden states
+        run_glue.main(["--model", str(student_mlm), "--teacher", str(logits_file), "--distill-hidden-weight", "1",
+                       "--output-dir", str(tmp_path / "refused"), *glue])
     assert results["global_steps"] == 4
     with pytest.raises(SystemExit, match="task 'sst2', not 'cola'|do not cover"):
         run_glue.load_teacher_logits(str(logits_file), "cola", 64, 2)
