@@ -34,7 +34,8 @@ tokenizers may differ); it must be a classifier with the student's label set, ot
 two-stage training only. A teacher too large to hold next to the student can be run once beforehand:
 ``--teacher CHECKPOINT --save-teacher-logits FILE.safetensors`` writes its logits for every training row and stops;
 ``--teacher FILE.safetensors`` then trains on them.
-``--distill-hidden-weight W`` adds TinyBERT's intermediate-layer loss (W times the MSE between each student layer's
+``--augment-copies N`` adds N perturbed copies of every training sentence (words masked or swapped for other
+training words, n-gram cuts; Tang et al. 2019), labelled by the teacher. ``--distill-hidden-weight W`` adds TinyBERT's intermediate-layer loss (W times the MSE between each student layer's
 standardised states and those of the teacher layer at the same relative depth); the teacher then runs live on the
 student's batches, so it needs the student's tokenizer and hidden size.
 
@@ -53,6 +54,7 @@ records the sparsity per tensor); ``conversion/compact_pruned.py`` then stores t
 
 import argparse
 import json
+import random
 import math
 import os
 import shutil
@@ -278,6 +280,36 @@ def encode(tokenizer, columns: dict, max_length: int) -> EncodedDataset:
     return EncodedDataset(encodings, columns["label"])
 
 
+def augment_sentences(sentences: list, copies: int, seed: int, mask_token: str | None, mask_prob: float = 0.1,
+                      replace_prob: float = 0.1, ngram_prob: float = 0.25) -> list:
+    """``copies`` perturbed versions of every sentence (copy-major order), for the teacher to label (the transfer-set
+    augmentation of Tang et al. 2019): each word is masked with probability ``mask_prob``, replaced by a word drawn
+    from the sentences' own words (so by frequency) with probability ``replace_prob``, and with probability
+    ``ngram_prob`` the result is cut to a random run of 1 to 5 words."""
+    rng = random.Random(seed)
+    pool = [word for sentence in sentences for word in sentence.split()]
+    if not pool:
+        return []
+    augmented = []
+    for _ in range(copies):
+        for sentence in sentences:
+            words = []
+            for word in sentence.split():
+                draw = rng.random()
+                if draw < mask_prob:
+                    words.append(word if mask_token is None else mask_token)  # no mask token: the word stays
+                elif draw < mask_prob + replace_prob:
+                    words.append(rng.choice(pool))
+                else:
+                    words.append(word)
+            if len(words) > 1 and rng.random() < ngram_prob:
+                length = rng.randint(1, min(5, len(words)))
+                start = rng.randint(0, len(words) - length)
+                words = words[start:start + length]
+            augmented.append(" ".join(words))
+    return augmented
+
+
 # --- main ------------------------------------------------------------------------------------------------------------
 
 def parse_args(argv=None):
@@ -343,6 +375,10 @@ def parse_args(argv=None):
                               "states of each student layer and the teacher layer at the same relative depth; needs "
                               "--teacher CHECKPOINT with the same tokenizer and hidden size, which then runs live on "
                               "every training batch (0: off)")
+    distill.add_argument("--augment-copies", type=int, default=0,
+                         help="with --teacher CHECKPOINT: add this many perturbed copies of every training sentence "
+                              "(words masked or swapped, n-gram cuts), labelled by the teacher (soft targets and its "
+                              "argmax as the hard label); single-sentence tasks (0: none)")
     pruning = p.add_argument_group("pruning (movement / magnitude, EdgeBERT)")
     pruning.add_argument("--prune", choices=("none", "movement", "soft-movement", "magnitude"), default="none",
                          help="how to prune the encoder (attention projections, FFF node rows)")
@@ -375,6 +411,13 @@ def parse_args(argv=None):
         p.error("--distill-alpha must lie in [0, 1]")
     if not args.distill_temperature > 0:
         p.error("--distill-temperature must be > 0")
+    if args.augment_copies < 0:
+        p.error("--augment-copies must be >= 0")
+    if args.augment_copies > 0 and (args.teacher is None or args.teacher.endswith(".safetensors")
+                                    or args.save_teacher_logits is not None):
+        p.error("--augment-copies needs --teacher CHECKPOINT (it labels the new sentences) and no --save-teacher-logits")
+    if args.augment_copies > 0 and args.exit_ramps:
+        p.error("--augment-copies with --exit-ramps is not supported (the exit calibration holds out training rows)")
     if not args.distill_hidden_weight >= 0:
         p.error("--distill-hidden-weight must be >= 0")
     if args.distill_hidden_weight > 0 and (args.teacher is None or args.teacher.endswith(".safetensors")
@@ -618,6 +661,15 @@ def main(argv=None) -> dict:
     max_length = min(args.max_length, model.config.max_position_embeddings)
     teacher = None
     dev_set = encode(tokenizer, dev, max_length)
+    original_rows = None if train is None else len(train["label"])
+    if args.augment_copies > 0 and train is not None:
+        if "text_b" in train:
+            raise SystemExit(f"error: --augment-copies supports single-sentence tasks, and {args.task} has sentence pairs")
+        if task.labels is None:
+            raise SystemExit("error: --augment-copies needs a classification task (the teacher's argmax is the label)")
+        extra = augment_sentences(train["text_a"], args.augment_copies, args.seed, tokenizer.mask_token)
+        # placeholder labels: the teacher's argmax replaces them once it has run
+        train = {"text_a": train["text_a"] + extra, "label": list(train["label"]) + [0] * len(extra)}
     train_set = None if train is None else encode(tokenizer, train, max_length)
     teacher_results = {}
     if args.teacher is not None:
@@ -642,7 +694,8 @@ def main(argv=None) -> dict:
             if teacher.config.hidden_size != model.config.hidden_size:
                 raise SystemExit(f"error: --teacher {args.teacher}: hidden-state distillation needs the same "
                                  f"hidden_size (teacher {teacher.config.hidden_size}, student {model.config.hidden_size})")
-            targets = None
+        if teacher is not None and args.distill_hidden_weight > 0 and args.augment_copies == 0:
+            targets = None  # the live teacher gives the soft targets on each batch
         elif teacher is not None:
             # the teacher reads each sentence in its own tokenization; its logits travel with the student's examples
             teacher_set = encode(teacher_tokenizer, train, min(args.max_length, teacher.config.max_position_embeddings))
@@ -655,10 +708,14 @@ def main(argv=None) -> dict:
                 print(f"teacher logits for {len(targets)} training rows written to {args.save_teacher_logits}")
                 return {"teacher_logits": args.save_teacher_logits, "rows": len(targets)}
         if targets is not None:
+            if len(targets) > original_rows:  # augmented rows: the teacher's answer is their label
+                train_set.labels = list(train_set.labels[:original_rows]) + targets[original_rows:].argmax(-1).tolist()
             train_set.encodings["teacher_logits"] = targets.tolist()
             teacher_results = {
-                "teacher_train_accuracy": accuracy(targets.argmax(-1).numpy(), train["label"]),
+                "teacher_train_accuracy": accuracy(targets[:original_rows].argmax(-1).numpy(),
+                                                   train["label"][:original_rows]),
                 "teacher_seconds": round(time.time() - t0, 1),
+                **({"augmented_rows": len(targets) - original_rows} if len(targets) > original_rows else {}),
             }
         else:
             teacher_results = {"distill_hidden_weight": args.distill_hidden_weight}

@@ -444,6 +444,23 @@ def test_hidden_state_distillation_in_the_trainer(tmp_path):
                             hidden_weight=-1.0)
 
 
+def test_augmented_sentences_mask_swap_and_cut_words():
+    augment = _load_script("run_glue").augment_sentences
+    sentences = ["a fine and moving film", "dull", "the best movie of the year by far", ""]
+    out = augment(sentences, 3, seed=1, mask_token="[MASK]", mask_prob=0.2, replace_prob=0.2, ngram_prob=0.5)
+    assert len(out) == 12 and out == augment(sentences, 3, seed=1, mask_token="[MASK]", mask_prob=0.2,
+                                             replace_prob=0.2, ngram_prob=0.5)
+    pool = {word for sentence in sentences for word in sentence.split()} | {"[MASK]"}
+    assert all(set(text.split()) <= pool for text in out)
+    assert any("[MASK]" in text for text in out) and out != sentences * 3
+    # copy-major order: the k-th copy of sentence i sits at k * len(sentences) + i; cuts keep at most 5 words
+    assert all(len(out[k * 4 + 2].split()) in (*range(1, 6), 8) for k in range(3))
+    assert out[3] == out[7] == out[11] == ""
+    # nothing perturbed: the copies are the sentences
+    assert augment(sentences, 2, seed=0, mask_token="[MASK]", mask_prob=0, replace_prob=0, ngram_prob=0) == sentences * 2
+    assert augment(sentences, 1, seed=0, mask_token=None, mask_prob=1.0, replace_prob=0, ngram_prob=0) == sentences
+
+
 # --- the examples ----------------------------------------------------------------------------------------------------
 
 
@@ -486,6 +503,13 @@ def test_pretrain_shared_factorized_then_distill_with_run_glue(tmp_path):
     hidden = run_glue.main(["--model", str(student_mlm), "--teacher", str(same_width), "--distill-hidden-weight", "1",
                             "--output-dir", str(tmp_path / "student-hidden"), "--max-steps", "2", "--no-save", *glue])
     assert hidden["global_steps"] == 2 and hidden["distill_hidden_weight"] == 1.0
+    augmented = run_glue.main(["--model", str(student_mlm), "--teacher", str(same_width), "--augment-copies", "2",
+                               "--distill-hidden-weight", "0.5", "--output-dir", str(tmp_path / "student-augmented"),
+                               "--max-steps", "2", "--no-save", *glue])
+    assert augmented["train_examples"] == 3 * 64 and augmented["augmented_rows"] == 128
+    with pytest.raises(SystemExit):  # argparse: the teacher must label the new sentences
+        run_glue.main(["--model", str(student_mlm), "--teacher", str(logits_file), "--augment-copies", "1",
+                       "--output-dir", str(tmp_path / "refused"), *glue])
     with pytest.raises(SystemExit, match="needs the student's tokenizer"):
         run_glue.main(["--model", str(student_mlm), "--teacher", str(teacher), "--distill-hidden-weight", "1",
                        "--output-dir", str(tmp_path / "refused"), "--max-steps", "2", *glue])
