@@ -37,7 +37,8 @@ two-stage training only. A teacher too large to hold next to the student can be 
 ``--augment-copies N`` adds N perturbed copies of every training sentence (words masked or swapped for other
 training words, n-gram cuts; Tang et al. 2019), labelled by the teacher. ``--distill-hidden-weight W`` adds TinyBERT's intermediate-layer loss (W times the MSE between each student layer's
 standardised states and those of the teacher layer at the same relative depth); the teacher then runs live on the
-student's batches, so it needs the student's tokenizer and hidden size.
+student's batches, so it needs the student's hidden size. With another vocabulary it reads the student's tokens
+translated to its own ids, and only the sentences that both tokenizers split alike enter that loss.
 
     python examples/run_glue.py --task sst2 --model FFF_MLM_CHECKPOINT --teacher DENSE_SST2_CHECKPOINT \
         --data-dir ../shared/data/glue --output-dir /tmp/sst2-distilled --epochs 2
@@ -278,6 +279,22 @@ def encode(tokenizer, columns: dict, max_length: int) -> EncodedDataset:
     # crammedBERT has no token types; UltraFastBERT ignores them, so don't carry them around
     encodings = {k: v for k, v in encodings.items() if k in ("input_ids", "attention_mask")}
     return EncodedDataset(encodings, columns["label"])
+
+
+def translate_token_ids(tokenizer, teacher_tokenizer, train_set, train: dict, teacher_max_length: int,
+                        student_vocab_size: int):
+    """Map student token ids to the teacher's ids of the same token strings (unknown ones to the teacher's unk),
+    and flag the training rows whose translated ids are exactly the teacher's own tokenization."""
+    teacher_vocab = teacher_tokenizer.get_vocab()
+    unknown = teacher_tokenizer.unk_token_id if teacher_tokenizer.unk_token_id is not None else 0
+    student_vocab = tokenizer.get_vocab()
+    id_map = torch.full((max(student_vocab_size, max(student_vocab.values()) + 1),), unknown, dtype=torch.long)
+    for token, index in student_vocab.items():
+        id_map[index] = teacher_vocab.get(token, unknown)
+    own = encode(teacher_tokenizer, train, teacher_max_length).encodings["input_ids"]
+    aligned = [int(id_map[torch.tensor(ids)].tolist() == theirs)
+               for ids, theirs in zip(train_set.encodings["input_ids"], own)]
+    return id_map, aligned
 
 
 def augment_sentences(sentences: list, copies: int, seed: int, mask_token: str | None, mask_prob: float = 0.1,
@@ -686,15 +703,22 @@ def main(argv=None) -> dict:
             except ValueError as error:
                 raise SystemExit(f"error: --teacher {args.teacher}: {error}") from None
             teacher_tokenizer = AutoTokenizer.from_pretrained(args.teacher, trust_remote_code=True)
+        teacher_id_map = None
         if teacher is not None and args.distill_hidden_weight > 0:
-            # hidden-state distillation: the teacher reads the student's own batches on every step
-            if not same_tokenizer(tokenizer, teacher_tokenizer, train["text_a"][:16]):
-                raise SystemExit(f"error: --teacher {args.teacher}: hidden-state distillation needs the student's "
-                                 "tokenizer (the teacher reads the student's batches)")
+            # hidden-state distillation: the live teacher reads the student's own batches on every step
             if teacher.config.hidden_size != model.config.hidden_size:
                 raise SystemExit(f"error: --teacher {args.teacher}: hidden-state distillation needs the same "
                                  f"hidden_size (teacher {teacher.config.hidden_size}, student {model.config.hidden_size})")
-        if teacher is not None and args.distill_hidden_weight > 0 and args.augment_copies == 0:
+            if not same_tokenizer(tokenizer, teacher_tokenizer, train["text_a"][:16]):
+                teacher_id_map, aligned = translate_token_ids(tokenizer, teacher_tokenizer, train_set, train,
+                                                              min(args.max_length, teacher.config.max_position_embeddings),
+                                                              model.config.vocab_size)
+                if not any(aligned):
+                    raise SystemExit(f"error: --teacher {args.teacher}: its tokenizer splits no training sentence as "
+                                     "the student's does, so no hidden states can be compared token by token")
+                train_set.encodings["hidden_aligned"] = aligned
+                teacher_results["hidden_aligned_fraction"] = sum(aligned) / len(aligned)
+        if teacher is not None and args.distill_hidden_weight > 0 and args.augment_copies == 0 and teacher_id_map is None:
             targets = None  # the live teacher gives the soft targets on each batch
         elif teacher is not None:
             # the teacher reads each sentence in its own tokenization; its logits travel with the student's examples
@@ -707,18 +731,17 @@ def main(argv=None) -> dict:
                 save_teacher_logits(args.save_teacher_logits, targets, args.task, args.teacher)
                 print(f"teacher logits for {len(targets)} training rows written to {args.save_teacher_logits}")
                 return {"teacher_logits": args.save_teacher_logits, "rows": len(targets)}
+        teacher_results["distill_hidden_weight"] = args.distill_hidden_weight
         if targets is not None:
             if len(targets) > original_rows:  # augmented rows: the teacher's answer is their label
                 train_set.labels = list(train_set.labels[:original_rows]) + targets[original_rows:].argmax(-1).tolist()
             train_set.encodings["teacher_logits"] = targets.tolist()
-            teacher_results = {
+            teacher_results.update({
                 "teacher_train_accuracy": accuracy(targets[:original_rows].argmax(-1).numpy(),
                                                    train["label"][:original_rows]),
                 "teacher_seconds": round(time.time() - t0, 1),
                 **({"augmented_rows": len(targets) - original_rows} if len(targets) > original_rows else {}),
-            }
-        else:
-            teacher_results = {"distill_hidden_weight": args.distill_hidden_weight}
+            })
 
     pruner = None
     if train_set is not None and (args.prune != "none" or args.embedding_sparsity > 0):
@@ -777,7 +800,7 @@ def main(argv=None) -> dict:
             data_collator=DataCollatorWithPadding(tokenizer),
             compute_metrics=compute_metrics,
             **({"alpha": args.distill_alpha, "temperature": args.distill_temperature} if distilling else {}),
-            **({"teacher": teacher, "teacher_tokenizer": teacher_tokenizer, "hidden_weight": args.distill_hidden_weight}
+            **({"teacher": teacher, "hidden_weight": args.distill_hidden_weight, "teacher_id_map": teacher_id_map}
                if distilling and args.distill_hidden_weight > 0 else {}),
         )
 

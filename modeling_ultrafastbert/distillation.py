@@ -159,7 +159,8 @@ class DistillationTrainer(Trainer):
     """
 
     def __init__(self, *args, teacher: nn.Module | None = None, teacher_tokenizer=None, alpha: float = 0.9,
-                 temperature: float = 2.0, hidden_weight: float = 0.0, **kwargs):
+                 temperature: float = 2.0, hidden_weight: float = 0.0, teacher_id_map: torch.Tensor | None = None,
+                 **kwargs):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"the distillation weight alpha must lie in [0, 1], got {alpha!r}")
         if not temperature > 0:
@@ -179,6 +180,9 @@ class DistillationTrainer(Trainer):
                     f"{s_config.hidden_size}, the teacher's {t_config.hidden_size}"
                 )
             self.hidden_pairs = hidden_layer_pairs(s_config.num_hidden_layers, t_config.num_hidden_layers)
+        # student token id -> teacher token id (same token string) when the vocabularies differ; rows whose two
+        # tokenizations disagree carry hidden_aligned = 0 and are left out of the hidden-state loss
+        self.teacher_id_map = teacher_id_map
         if teacher is not None:
             check_teacher_compatible(self.model, teacher)
             student_tokenizer = self.processing_class
@@ -198,12 +202,13 @@ class DistillationTrainer(Trainer):
     def _set_signature_columns_if_needed(self):
         # Trainer keeps only the columns the model's forward names; the soft targets are the trainer's own
         super()._set_signature_columns_if_needed()
-        if "teacher_logits" not in self._signature_columns:
-            self._signature_columns = list(self._signature_columns) + ["teacher_logits"]
+        extra = [name for name in ("teacher_logits", "hidden_aligned") if name not in self._signature_columns]
+        self._signature_columns = list(self._signature_columns) + extra
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         targets = inputs.pop("teacher_logits", None)
+        aligned = inputs.pop("hidden_aligned", None)
         if not model.training or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
@@ -218,6 +223,12 @@ class DistillationTrainer(Trainer):
                 raise ValueError("DistillationTrainer needs a teacher or batches with precomputed 'teacher_logits'")
             with torch.no_grad():
                 teacher_inputs = {key: value for key, value in inputs.items() if key != "labels"}
+                if with_hidden and self.teacher_id_map is not None:
+                    if targets is None:
+                        raise ValueError("a teacher with another vocabulary needs precomputed 'teacher_logits' (it "
+                                         "reads translated ids, exact only where the tokenizations agree)")
+                    id_map = self.teacher_id_map.to(inputs["input_ids"].device)
+                    teacher_inputs["input_ids"] = id_map[inputs["input_ids"]]
                 teacher_outputs = self.teacher(**teacher_inputs, output_hidden_states=with_hidden, return_dict=True)
             if targets is None:
                 targets = teacher_outputs.logits
@@ -225,8 +236,12 @@ class DistillationTrainer(Trainer):
                                  num_items_in_batch)
         loss = self.distill_alpha * soft + (1.0 - self.distill_alpha) * outputs.loss
         if with_hidden:
-            hidden = hidden_state_loss(outputs.hidden_states, teacher_outputs.hidden_states,
-                                       inputs.get("attention_mask"), self.hidden_pairs)
+            mask = inputs.get("attention_mask")
+            if aligned is not None:
+                if mask is None:
+                    mask = torch.ones_like(inputs["input_ids"])
+                mask = mask * aligned.to(mask.device, mask.dtype).view(-1, 1)
+            hidden = hidden_state_loss(outputs.hidden_states, teacher_outputs.hidden_states, mask, self.hidden_pairs)
             if num_items_in_batch is not None:
                 # a per-batch mean: weigh it by the batch's share of the step's examples, as the summed terms are
                 hidden = hidden * (inputs["labels"].numel() / num_items_in_batch)

@@ -461,6 +461,43 @@ def test_augmented_sentences_mask_swap_and_cut_words():
     assert augment(sentences, 1, seed=0, mask_token=None, mask_prob=1.0, replace_prob=0, ngram_prob=0) == sentences
 
 
+def test_hidden_state_distillation_through_a_vocabulary_map(tmp_path):
+    import copy
+
+    torch.manual_seed(0)
+    quiet = dict(hidden_dropout_prob=0.0, classifier_dropout=0.0, attention_probs_dropout_prob=0.0,
+                 embedding_dropout_prob=0.0)
+    student = UltraFastBertForSequenceClassification(tiny_config(**quiet)).eval()
+    # the teacher is the student with its vocabulary permuted: through the map it computes the very same states
+    teacher = copy.deepcopy(student)
+    id_map = torch.randperm(211)
+    with torch.no_grad():
+        teacher.ultrafastbert.embeddings.word_embeddings.weight[id_map] = student.ultrafastbert.embeddings.word_embeddings.weight
+    ids = torch.randint(1, 211, (4, 7))
+    with torch.no_grad():
+        targets = teacher(id_map[ids]).logits
+    batch = {"input_ids": ids, "labels": torch.randint(0, 2, (4,)), "teacher_logits": targets}
+    args = _trainer_args(tmp_path)
+    mapped = DistillationTrainer(model=student, args=args, teacher=teacher, hidden_weight=1.0, teacher_id_map=id_map)
+    plain = DistillationTrainer(model=student, args=args)
+    with torch.no_grad():
+        torch.testing.assert_close(mapped.compute_loss(student.train(), dict(batch)), plain.compute_loss(student, dict(batch)))
+    # without the map the teacher reads other tokens: the hidden term is positive, and rows flagged as not aligned
+    # are left out of it
+    unmapped = DistillationTrainer(model=student, args=args, teacher=teacher, hidden_weight=1.0)
+    with torch.no_grad():
+        base = plain.compute_loss(student, dict(batch))
+        out = student(ids, output_hidden_states=True)
+        t_out = teacher(ids, output_hidden_states=True)
+        assert unmapped.compute_loss(student, dict(batch)) > base + 1e-3
+        keep = torch.tensor([1, 0, 1, 1])
+        expected = base + hidden_state_loss(out.hidden_states, t_out.hidden_states, keep[:, None].expand(4, 7))
+        torch.testing.assert_close(unmapped.compute_loss(student, {**batch, "hidden_aligned": keep}), expected)
+    # a translated teacher cannot give exact soft targets itself
+    with pytest.raises(ValueError, match="precomputed 'teacher_logits'"):
+        mapped.compute_loss(student, {k: v for k, v in batch.items() if k != "teacher_logits"})
+
+
 # --- the examples ----------------------------------------------------------------------------------------------------
 
 
@@ -497,7 +534,7 @@ def test_pretrain_shared_factorized_then_distill_with_run_glue(tmp_path):
         assert distilled["global_steps"] == 2 and distilled["teacher"] == str(source)
         assert 0.0 <= distilled["accuracy"] <= 1.0 and distilled["teacher_train_accuracy"] >= 0.0
     # intermediate-layer distillation: a live teacher with the student's tokenizer and width (here the student's own
-    # MLM checkpoint fine-tuned for two steps); the dense teacher above has another tokenizer and is refused
+    # MLM checkpoint fine-tuned for two steps)
     same_width = tmp_path / "teacher-same-tokenizer"
     run_glue.main(["--model", str(student_mlm), "--output-dir", str(same_width), "--max-steps", "2", *glue])
     hidden = run_glue.main(["--model", str(student_mlm), "--teacher", str(same_width), "--distill-hidden-weight", "1",
@@ -510,9 +547,10 @@ def test_pretrain_shared_factorized_then_distill_with_run_glue(tmp_path):
     with pytest.raises(SystemExit):  # argparse: the teacher must label the new sentences
         run_glue.main(["--model", str(student_mlm), "--teacher", str(logits_file), "--augment-copies", "1",
                        "--output-dir", str(tmp_path / "refused"), *glue])
-    with pytest.raises(SystemExit, match="needs the student's tokenizer"):
-        run_glue.main(["--model", str(student_mlm), "--teacher", str(teacher), "--distill-hidden-weight", "1",
-                       "--output-dir", str(tmp_path / "refused"), "--max-steps", "2", *glue])
+    # a teacher with its own vocabulary (and width 32 too): its ids are translated, aligned rows only
+    other = run_glue.main(["--model", str(student_mlm), "--teacher", str(teacher), "--distill-hidden-weight", "1",
+                           "--output-dir", str(tmp_path / "student-other-vocab"), "--max-steps", "2", "--no-save", *glue])
+    assert other["global_steps"] == 2 and 0.0 < other["hidden_aligned_fraction"] <= 1.0
     with pytest.raises(SystemExit):  # argparse: a logits file has no hidden states
         run_glue.main(["--model", str(student_mlm), "--teacher", str(logits_file), "--distill-hidden-weight", "1",
                        "--output-dir", str(tmp_path / "refused"), *glue])
