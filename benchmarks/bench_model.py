@@ -9,8 +9,10 @@ not depend on them), medians in ms and ratios, from one run, all threads (and --
 With --onnx it adds the real peers and our 8-bit model, all timed in the same interleaved run:
   * "BERT ORT fp32": the same BERT exported with torch.onnx, run by ONNX Runtime (all graph optimisations);
   * "BERT ORT int8": that export through onnxruntime.quantization.quantize_dynamic (int8 weights, int8 activations);
-  * "ours AF8": our model with AdaptivFloat<8,3> weights (quantize_model_): the 8-bit FFF kernel, the projections
-    through PyTorch's dynamic int8 linear on the decoded weights (projection_dtype="int8"), attention in bf16;
+  * "ours AF8": our model with AdaptivFloat<8,3> weights (quantize_model_): the 8-bit FFF kernel (adding the skip
+    connection as it writes), the projections as dynamic int8 on the decoded weights (projection_dtype="int8": our
+    activation quantizer, then oneDNN's int8 matmul writing bf16 q/k/v, or fp32 with the residual added), attention
+    in bf16;
   * "ours AF8, bf16 projections": the same with the projections in bf16 on the exactly decoded weights (the default);
 and prints every contender against "ours AF8" (and "ours fp32").
 

@@ -35,8 +35,9 @@ from .fast_feedforward import FFF_INFERENCE_MODES, FFF_KERNELS, fff_conditional,
 try:  # the compiled CPU kernel with an AdaptivFloat-8 variant; absent without a C++ toolchain
     from .fff_cpu_kernel import fff_forward_adaptivfloat8 as cpu_fff_forward_adaptivfloat8
     from .fff_cpu_kernel import is_available as cpu_kernel_available
+    from .fff_cpu_kernel import quantize_activations_u8 as cpu_quantize_activations_u8
 except ImportError:  # pragma: no cover - depends on the environment
-    cpu_fff_forward_adaptivfloat8 = cpu_kernel_available = None
+    cpu_fff_forward_adaptivfloat8 = cpu_kernel_available = cpu_quantize_activations_u8 = None
 
 try:  # the Triton kernels with an AdaptivFloat-8 variant (CUDA); Triton is optional
     from .fff_triton_kernel import GROUPED_MAX_DEPTH as TRITON_AF8_MAX_DEPTH
@@ -173,8 +174,11 @@ class AdaptivFloatLinear(_AdaptivFloatWeight, nn.Module):
     """``nn.Linear`` whose weight is stored as AdaptivFloat codes. The product runs on the weight decoded once (exactly:
     an AdaptivFloat-8 value with up to 4 mantissa bits is a bfloat16) in ``projection_dtype``: "bfloat16" casts the
     activations to bf16 for the matmul (fp32 accumulation; AMX/AVX512-BF16 on recent CPUs), "float32" keeps them,
-    "int8" (CPU) rounds the decoded weight once more to per-channel int8 and runs PyTorch's dynamic int8 linear
-    (activations quantized per call; oneDNN AMX/VNNI kernels): fastest here, but no longer exact AdaptivFloat."""
+    "int8" (CPU) rounds the decoded weight once more to per-channel int8 and runs a dynamic int8 product
+    (activations quantized per call, per tensor, as PyTorch's dynamic int8 linear does; oneDNN AMX/VNNI kernels):
+    fastest here, but no longer exact AdaptivFloat. With the compiled CPU kernel's activation quantizer it calls
+    oneDNN's int8 matmul directly, reading bf16 or fp32 activations and writing the requested dtype (optionally adding
+    a residual); else PyTorch's ``quantized.linear_dynamic`` (fp32 in and out)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 8, exponent_bits: int = 3,
                  projection_dtype: str = "bfloat16"):
@@ -210,27 +214,101 @@ class AdaptivFloatLinear(_AdaptivFloatWeight, nn.Module):
             self._decoded["int8"] = cached
         return cached[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.projection_dtype not in PROJECTION_DTYPES:
-            raise ValueError(f"projection_dtype must be one of {PROJECTION_DTYPES}, got {self.projection_dtype!r}")
+    def _int8_onednn(self):
+        """The same per-channel int8 weight prepacked for oneDNN's int8 matmul (``onednn.qlinear_pointwise``), with its
+        scales and zero points; cached like the decoded weights; None where that op or the compiled activation
+        quantizer is unavailable."""
+        codes = self.weight_codes
+        key = ("int8_onednn", codes.data_ptr(), codes._version, self.weight_exponent_bias._version)
+        cached = self._decoded.get("int8_onednn")
+        if cached is None or cached[0] != key:
+            cached = (key, _prepack_int8_onednn(self.decoded("weight", torch.float32)))
+            self._decoded["int8_onednn"] = cached
+        return cached[1]
+
+    def forward(self, x: torch.Tensor, output_dtype: torch.dtype | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``output_dtype``: the dtype to return (else the module's ``output_dtype``, else the input's). The attention
+        passes its residual stream's dtype for the output projection of a bf16 attention: the int8 product is fp32,
+        so it then reaches the fp32 residual add without a round trip through bf16. With ``residual`` (the output's
+        shape) it returns ``residual + linear(x)``; the int8 product adds it while writing (oneDNN's add post-op)."""
+        if residual is not None and residual.shape != (*x.shape[:-1], self.out_features):
+            raise ValueError(f"residual has shape {tuple(residual.shape)}, the output {(*x.shape[:-1], self.out_features)}")
+        projection_dtype = self.projection_dtype
         y = None
-        if self.projection_dtype == "int8" and x.is_cpu and not (torch.is_grad_enabled() and x.requires_grad):
-            packed = self._int8_packed()
-            if packed is not None:
-                y = torch.ops.quantized.linear_dynamic(x.reshape(-1, self.in_features).float(), packed, False)
+        if projection_dtype == "int8" and x.is_cpu and not (torch.is_grad_enabled() and x.requires_grad):
+            target = output_dtype or self.output_dtype or x.dtype
+            fused = self._int8_onednn() if x.dtype in _FLOAT_DTYPES else None
+            if fused is not None:
+                # the activations quantized as linear_dynamic does (read as bf16 or fp32, no cast), the product written
+                # straight in the dtype the caller wants (bf16 q/k/v: no fp32 copy to cast)
+                qweight, scales, zero_points = fused
+                codes, scale, zero_point = cpu_quantize_activations_u8(x.reshape(-1, self.in_features))
+                out = target if self.bias is None and target in _FLOAT_DTYPES else torch.float32
+                if residual is not None and out == torch.float32 and target == residual.dtype == torch.float32:
+                    y = torch.ops.onednn.qlinear_pointwise.binary_tensor(
+                        codes, scale, zero_point, qweight, scales, zero_points,
+                        residual.reshape(-1, self.out_features), None, 1.0, 0, out, 1.0, 0, "add", 1.0, "none", [], "",
+                    )
+                    residual = None  # added
+                else:
+                    y = torch.ops.onednn.qlinear_pointwise.tensor(codes, scale, zero_point, qweight, scales,
+                                                                  zero_points, None, 1.0, 0, out, "none", [], "")
                 y = y.view(*x.shape[:-1], self.out_features)
-        if y is None and self.projection_dtype != "float32" and x.dtype in (torch.float32, torch.bfloat16):
-            y = nn.functional.linear(x.to(torch.bfloat16), self.decoded("weight", torch.bfloat16))
+            else:
+                packed = self._int8_packed()
+                if packed is not None:
+                    y = torch.ops.quantized.linear_dynamic(x.reshape(-1, self.in_features).float(), packed, False)
+                    y = y.view(*x.shape[:-1], self.out_features)
         if y is None:
-            y = nn.functional.linear(x, self.decoded("weight", x.dtype))
+            if projection_dtype not in PROJECTION_DTYPES:
+                raise ValueError(f"projection_dtype must be one of {PROJECTION_DTYPES}, got {projection_dtype!r}")
+            if projection_dtype != "float32" and x.dtype in (torch.float32, torch.bfloat16):
+                y = nn.functional.linear(x.to(torch.bfloat16), self.decoded("weight", torch.bfloat16))
+            else:
+                y = nn.functional.linear(x, self.decoded("weight", x.dtype))
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         # the attention's q/k/v may stay bf16 (attention in bf16); everything else returns in the input's dtype
-        return y.to(self.output_dtype or x.dtype)
+        y = y.to(output_dtype or self.output_dtype or x.dtype)
+        return y if residual is None else residual + y
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"weight=AdaptivFloat<{self.bits},{self.exponent_bits}>, projection_dtype={self.projection_dtype}")
+
+
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel symmetric int8 of ``weight``: (quantized tensor, float64 scales)."""
+    scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).double()
+    return torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8), scales
+
+
+def _prepack_int8_onednn(weight: torch.Tensor):
+    """(oneDNN-prepacked int8 weight, fp32 scales, zero points) of the same per-channel int8 as _prepack_int8, for
+    ``torch.ops.onednn.qlinear_pointwise``; None where that op or the compiled activation quantizer is missing."""
+    import warnings
+
+    if cpu_quantize_activations_u8 is None or not weight.is_cpu:
+        return None
+    try:
+        if not (torch.backends.mkldnn.is_available() and cpu_kernel_available()[0]):
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantized tensor creation warns that it is deprecated
+            qweight, scales = _int8_per_channel(weight)
+        packed = torch.ops.onednn.qlinear_prepack(qweight.int_repr(), None)
+        scales, zero_points = scales.float(), torch.zeros(weight.shape[0], dtype=torch.long)
+        # one tiny product: the op and the quantizer both run here (an older library may lack the quantizer)
+        codes, scale, zero_point = cpu_quantize_activations_u8(torch.zeros(1, weight.shape[1]))
+        torch.ops.onednn.qlinear_pointwise.tensor(codes, scale, zero_point, packed, scales, zero_points, None, 1.0, 0,
+                                                  torch.float32, "none", [], "")
+        return packed, scales, zero_points
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return None
 
 
 def _prepack_int8(weight: torch.Tensor):
@@ -243,9 +321,7 @@ def _prepack_int8(weight: torch.Tensor):
         previous = torch.backends.quantized.engine
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quantized tensor creation warns that it is deprecated
-            scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).double()
-            qweight = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0,
-                                                 torch.qint8)
+            qweight, _ = _int8_per_channel(weight)
             try:
                 if "onednn" in engines:
                     torch.backends.quantized.engine = "onednn"  # the engine is chosen at prepack time
@@ -274,9 +350,18 @@ class AdaptivFloatEmbedding(_AdaptivFloatWeight, nn.Module):
         return module
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        table = adaptivfloat_decode_table(int(self.weight_exponent_bias), self.bits, self.exponent_bits)
         rows = nn.functional.embedding(input_ids, self.weight_codes)
-        return table.to(rows.device)[rows.long()]
+        return self._decode_table(rows.device)[rows.long()]
+
+    def _decode_table(self, device: torch.device) -> torch.Tensor:
+        """The 2**bits values of the codes under the current exponent bias, cached until the bias changes."""
+        exponent_bias = self.weight_exponent_bias
+        key = (int(exponent_bias), self.bits, self.exponent_bits, device)
+        cached = self._decoded.get("table")
+        if cached is None or cached[0] != key:
+            cached = (key, adaptivfloat_decode_table(key[0], self.bits, self.exponent_bits).to(device))
+            self._decoded["table"] = cached
+        return cached[1]
 
     def extra_repr(self) -> str:
         return (f"{self.num_embeddings}, {self.embedding_dim}, "
@@ -348,11 +433,18 @@ class AdaptivFloatFastFeedForward(_AdaptivFloatWeight, nn.Module):
                            self.decoded("out_weight", x.dtype))
             y = y if residual_2d is None else residual_2d + y
         elif self._uses_cpu_kernel(x2d):
-            y = cpu_fff_forward_adaptivfloat8(
-                x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias, self.out_weight_codes,
-                int(self.out_weight_exponent_bias),
-            )
-            y = y if residual_2d is None else residual_2d + y
+            if residual_2d is not None and residual_2d.dtype == x2d.dtype:
+                # the kernel adds the skip connection while writing its output (fp32: bit for bit kernel + add)
+                y = cpu_fff_forward_adaptivfloat8(
+                    x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias,
+                    self.out_weight_codes, int(self.out_weight_exponent_bias), residual=residual_2d,
+                )
+            else:
+                y = cpu_fff_forward_adaptivfloat8(
+                    x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias,
+                    self.out_weight_codes, int(self.out_weight_exponent_bias),
+                )
+                y = y if residual_2d is None else residual_2d + y
         elif self._uses_triton_kernel(x2d):
             y = triton_fff_forward_adaptivfloat8(
                 x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias.to(x.dtype),

@@ -41,6 +41,8 @@ import torch
 
 OP_NAME = "ultrafastbert::fff_forward_cpu"
 OP_NAME_ADAPTIVFLOAT8 = "ultrafastbert::fff_forward_cpu_af8"
+OP_NAME_ADAPTIVFLOAT8_RESIDUAL = "ultrafastbert::fff_forward_cpu_af8_residual"
+OP_NAME_QUANTIZE_U8 = "ultrafastbert::quantize_activations_u8"
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 _CPP_SOURCE = r"""
@@ -56,6 +58,7 @@ _CPP_SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <tuple>
 #include <vector>
@@ -245,9 +248,12 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
 
 // y_i (+)= sum over levels of gate * output row, one token at a time: blocks of 256 outputs live in registers across
 // the levels, so y is written once per tree instead of read and written at every level.
+// With ``ri`` (the residual row, only on the last tree) the sum is added to it while storing: y = r + (sum over
+// trees), the same single fp32 addition as adding the residual after the kernel, so bit for bit that result.
 template <typename W>
 inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H, const float* gate,
-                               const int64_t* path, int64_t levels, bool first, float out_scale) {
+                               const int64_t* path, int64_t levels, bool first, float out_scale,
+                               const float* ri = nullptr) {
   constexpr int V = 16;
   int64_t b = 0;
   for (; b + V * 16 <= H; b += V * 16) {
@@ -259,17 +265,21 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
 #pragma GCC unroll 16
       for (int v = 0; v < V; ++v) acc[v] += a * load16(w + 16 * v);
     }
-    for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
+    if (ri != nullptr) {
+      for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, load16(ri + b + 16 * v) + acc[v]);
+    } else {
+      for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
+    }
   }
   for (; b + 16 <= H; b += 16) {
     f32x16 acc = first ? f32x16{0} : load16(yi + b);
     for (int64_t l = 0; l < levels; ++l) acc += (gate[l] * out_scale) * load16(tree + path[l] * row + H + b);
-    store16(yi + b, acc);
+    store16(yi + b, ri != nullptr ? load16(ri + b) + acc : acc);
   }
   for (; b < H; ++b) {
     float s = first ? 0.f : yi[b];
     for (int64_t l = 0; l < levels; ++l) s += (gate[l] * out_scale) * load_w(tree + path[l] * row + H, b);
-    yi[b] = s;
+    yi[b] = ri != nullptr ? ri[b] + s : s;
   }
 }
 
@@ -278,7 +288,8 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
 // rows are visited in address order. Groups of kGroup tokens run their dots together to overlap memory latency.
 template <typename W>
 void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const W* packed, const float* bias,
-                int64_t K, int64_t N, int64_t levels, int64_t H, float in_scale = 1.f, float out_scale = 1.f) {
+                int64_t K, int64_t N, int64_t levels, int64_t H, float in_scale = 1.f, float out_scale = 1.f,
+                const float* residual = nullptr, int64_t rs = 0) {
   const int64_t C = t1 - t0;
   const int64_t row = 2 * H;
   const int64_t in_bytes = H * int64_t(sizeof(W));
@@ -314,7 +325,7 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
     }
     for (int64_t i = 0; i < C; ++i)
       accumulate_outputs(y + (t0 + i) * H, tree, row, H, gates.data() + i * levels, path.data() + i * levels, levels,
-                         k == 0, out_scale);
+                         k == 0, out_scale, residual != nullptr && k + 1 == K ? residual + (t0 + i) * rs : nullptr);
   }
 }
 
@@ -414,8 +425,8 @@ at::Tensor fff_forward_cpu(const at::Tensor& x, const at::Tensor& w1, const at::
 
 // The FFF with AdaptivFloat<8, 3> rows: in_codes / out_codes (K, N, H) uint8 with one exponent bias each. Packed
 // node-major like the fp32 weights (2*H bytes per node) and cached the same way.
-at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_t in_exponent_bias, const at::Tensor& b,
-                               const at::Tensor& w2, int64_t out_exponent_bias) {
+at::Tensor fff_af8_impl(const at::Tensor& x, const at::Tensor& w1, int64_t in_exponent_bias, const at::Tensor& b,
+                        const at::Tensor& w2, int64_t out_exponent_bias, const at::Tensor* residual) {
   TORCH_CHECK(x.device().is_cpu() && w1.device().is_cpu() && b.device().is_cpu() && w2.device().is_cpu(),
               "fff_forward_cpu_af8: all tensors must be on the CPU");
   TORCH_CHECK(x.dim() == 2, "fff_forward_cpu_af8: x must be (tokens, hidden), got ", x.dim(), " dims");
@@ -438,7 +449,17 @@ at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_
   int64_t levels = 0;
   while ((int64_t(1) << levels) - 1 < N) ++levels;
 
-  if (T == 0 || H == 0) return at::zeros({T, H}, x.options());
+  at::Tensor rf;  // the residual as fp32 rows with unit stride (a view when it already is)
+  if (residual != nullptr) {
+    TORCH_CHECK(residual->device().is_cpu() && residual->dim() == 2 && residual->size(0) == T &&
+                residual->size(1) == x.size(1), "fff_forward_cpu_af8_residual: residual must be a CPU tensor of "
+                "x's shape ", x.sizes(), ", got ", residual->sizes());
+    TORCH_CHECK(residual->scalar_type() == x.scalar_type(), "fff_forward_cpu_af8_residual: residual (",
+                residual->scalar_type(), ") and x (", x.scalar_type(), ") must share one dtype");
+    rf = *residual;
+    if (rf.scalar_type() != at::kFloat || rf.stride(1) != 1) rf = rf.to(at::kFloat).contiguous();
+  }
+  if (T == 0 || H == 0) return residual != nullptr ? residual->clone() : at::zeros({T, H}, x.options());
   at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
   at::Tensor packed, bias;
   std::tie(packed, bias) = packed_weights(w1, b, w2);
@@ -446,6 +467,8 @@ at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_
   if (x.scalar_type() != at::kFloat || x.stride(1) != 1) xf = x.to(at::kFloat).contiguous();
   const float* xp = xf.data_ptr<float>();
   const int64_t xs = xf.stride(0);
+  const float* rp = residual != nullptr ? rf.data_ptr<float>() : nullptr;
+  const int64_t rs = residual != nullptr ? rf.stride(0) : 0;
   float* yp = y.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   const uint8_t* wp = packed.data_ptr<uint8_t>();
@@ -457,10 +480,127 @@ at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t t0 = c * chunk, t1 = std::min(T, t0 + chunk);
-      walk_chunk<uint8_t>(xp, xs, yp, t0, t1, wp, bp, K, N, levels, H, in_scale, out_scale);
+      walk_chunk<uint8_t>(xp, xs, yp, t0, t1, wp, bp, K, N, levels, H, in_scale, out_scale, rp, rs);
     }
   });
   return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+}
+
+at::Tensor fff_forward_cpu_af8(const at::Tensor& x, const at::Tensor& w1, int64_t in_exponent_bias, const at::Tensor& b,
+                               const at::Tensor& w2, int64_t out_exponent_bias) {
+  return fff_af8_impl(x, w1, in_exponent_bias, b, w2, out_exponent_bias, nullptr);
+}
+
+// residual + FFF(x) in one pass: the kernel adds the residual row while it writes each token's output (fp32 inputs:
+// bit for bit the kernel's output plus the residual; bf16: the sum is rounded to bf16 once)
+at::Tensor fff_forward_cpu_af8_residual(const at::Tensor& x, const at::Tensor& w1, int64_t in_exponent_bias,
+                                        const at::Tensor& b, const at::Tensor& w2, int64_t out_exponent_bias,
+                                        const at::Tensor& residual) {
+  return fff_af8_impl(x, w1, in_exponent_bias, b, w2, out_exponent_bias, &residual);
+}
+
+// Dynamic per-tensor asymmetric uint8 quantization of activations (what PyTorch's dynamic int8 linear does inside,
+// with its choice of scale and zero point): x (T, K) float32 or bfloat16 -> (codes uint8 (T, K), scale float32 [],
+// zero point int64 []). Lets the int8 product read bf16 activations directly and write bf16 (or add a residual).
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
+template <typename T>
+void range_of(const T* x, int64_t n, float& lo, float& hi) {  // min / max of x and 0; NaN when x holds one
+  f32x16 vlo = f32x16{0}, vhi = f32x16{0};
+  i32x16 nan = i32x16{0};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const f32x16 v = load16(x + i);
+    vlo = v < vlo ? v : vlo;
+    vhi = v > vhi ? v : vhi;
+    nan |= v != v;
+  }
+  lo = 0.f, hi = 0.f;
+  bool any_nan = false;
+  for (int k = 0; k < 16; ++k) { lo = std::min(lo, vlo[k]); hi = std::max(hi, vhi[k]); any_nan |= nan[k] != 0; }
+  for (; i < n; ++i) {
+    const float v = load_w(x, i);
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    any_nan |= v != v;
+  }
+  if (any_nan) lo = hi = std::numeric_limits<float>::quiet_NaN();
+}
+
+inline uint8_t quantize_one(float v, float scale, float zp) {  // clamp(round_half_even(v / scale) + zp, 0, 255)
+  return uint8_t(std::min(255.f, std::max(0.f, std::nearbyint(v / scale) + zp)));
+}
+
+// v / scale correctly rounded without a division (its throughput bounds the pass): y = v * (1/scale) is within an ulp,
+// and one Markstein step y + (v - y * scale) * (1/scale), with the remainder exact in an FMA, rounds to the quotient
+
+template <typename T>
+void quantize_u8(const T* x, uint8_t* q, int64_t n, float scale, float zp) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 vs = _mm512_set1_ps(scale), vi = _mm512_set1_ps(1.0f / scale), vz = _mm512_set1_ps(zp),
+               v0 = _mm512_setzero_ps(), v255 = _mm512_set1_ps(255.f);
+  for (; i + 16 <= n; i += 16) {
+    const f32x16 v = load16(x + i);
+    __m512 a;
+    std::memcpy(&a, &v, sizeof(a));
+    const __m512 y = _mm512_mul_ps(a, vi);
+    const __m512 quotient = _mm512_fmadd_ps(_mm512_fnmadd_ps(y, vs, a), vi, y);
+    __m512 r = _mm512_add_ps(_mm512_roundscale_ps(quotient, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz);
+    r = _mm512_min_ps(_mm512_max_ps(r, v0), v255);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)));
+  }
+#endif
+  for (; i < n; ++i) q[i] = quantize_one(load_w(x, i), scale, zp);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_activations_u8(const at::Tensor& x_in) {
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 2, "quantize_activations_u8: x must be a 2-d CPU tensor");
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat || x_in.scalar_type() == at::kBFloat16,
+              "quantize_activations_u8: x must be float32 or bfloat16, got ", x_in.scalar_type());
+  const at::Tensor x = x_in.contiguous();
+  const int64_t n = x.numel();
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const float* xf = bf16 ? nullptr : x.data_ptr<float>();
+  const uint16_t* xb = bf16 ? reinterpret_cast<const uint16_t*>(x.data_ptr()) : nullptr;
+  // the range always holds 0, as in PyTorch's ChooseQuantizationParams; blocks of 16384 values over the threads
+  constexpr int64_t kBlock = 16384;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<float> block_lo(std::max<int64_t>(blocks, 1), 0.f), block_hi(std::max<int64_t>(blocks, 1), 0.f);
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * kBlock, len = std::min(kBlock, n - i0);
+      if (bf16) range_of(xb + i0, len, block_lo[b], block_hi[b]); else range_of(xf + i0, len, block_lo[b], block_hi[b]);
+    }
+  });
+  float lo = 0.f, hi = 0.f;
+  bool finite = true;
+  for (int64_t b = 0; b < blocks; ++b) {
+    finite = finite && std::isfinite(block_lo[b]) && std::isfinite(block_hi[b]);
+    lo = std::min(lo, block_lo[b]);
+    hi = std::max(hi, block_hi[b]);
+  }
+  TORCH_CHECK(finite, "quantize_activations_u8: x holds NaN or infinity (no uint8 code represents it)");
+  constexpr int32_t qmin = 0, qmax = 255;
+  double scale = (double(hi) - double(lo)) / (qmax - qmin);
+  if (float(scale) == 0.0f || std::isinf(1.0f / float(scale))) scale = 0.1;
+  const float fscale = float(scale);
+  const double zp_from_min = qmin - lo / double(fscale), zp_from_max = qmax - hi / double(fscale);
+  const double err_min = std::abs(double(qmin)) - std::abs(lo / double(fscale));
+  const double err_max = std::abs(double(qmax)) - std::abs(hi / double(fscale));
+  const double initial = err_min < err_max ? zp_from_min : zp_from_max;
+  const int32_t zp = initial < qmin ? qmin : initial > qmax ? qmax : int32_t(std::nearbyint(initial));
+  at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kByte));
+  uint8_t* qp = q.data_ptr<uint8_t>();
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * kBlock, len = std::min(kBlock, n - i0);
+      if (bf16) quantize_u8(xb + i0, qp + i0, len, fscale, float(zp));
+      else quantize_u8(xf + i0, qp + i0, len, fscale, float(zp));
+    }
+  });
+  return {q, at::scalar_tensor(fscale, x.options().dtype(at::kFloat)),
+          at::scalar_tensor(int64_t(zp), x.options().dtype(at::kLong))};
 }
 
 int64_t packed_cache_size() {
@@ -475,11 +615,16 @@ TORCH_LIBRARY_FRAGMENT(ultrafastbert, m) {
   m.def("fff_cpu_packed_cache_size() -> int", &packed_cache_size);
   m.def("fff_forward_cpu_af8(Tensor x, Tensor in_codes, int in_exponent_bias, Tensor in_bias, Tensor out_codes, "
         "int out_exponent_bias) -> Tensor");
+  m.def("fff_forward_cpu_af8_residual(Tensor x, Tensor in_codes, int in_exponent_bias, Tensor in_bias, "
+        "Tensor out_codes, int out_exponent_bias, Tensor residual) -> Tensor");
+  m.def("quantize_activations_u8(Tensor x) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
   m.impl("fff_forward_cpu", &fff_forward_cpu);
   m.impl("fff_forward_cpu_af8", &fff_forward_cpu_af8);
+  m.impl("fff_forward_cpu_af8_residual", &fff_forward_cpu_af8_residual);
+  m.impl("quantize_activations_u8", &quantize_activations_u8);
 }
 """
 
@@ -494,6 +639,8 @@ _state_lock = threading.Lock()
 _status: tuple[bool, str] | None = None
 _op = None
 _op_adaptivfloat8 = None
+_op_adaptivfloat8_residual = None  # None: not looked up yet; False: the loaded library predates it
+_op_quantize_u8 = None  # the same
 
 # One process can hold several copies of this file: the package's, and one per checkpoint loaded as remote code
 # (transformers_modules/<checkpoint>/<hash>/fff_cpu_kernel.py). torch's operator registry is process-wide: loading a
@@ -784,6 +931,17 @@ def _load() -> tuple[bool, str]:
                 if not _torch_has_fake_impl(OP_NAME_ADAPTIVFLOAT8):
                     _register_fake_adaptivfloat8()
             state.fake_registered = True
+            # the residual op came later: a library built by an older copy lacks it (the caller then adds instead)
+            if hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8_residual") and not getattr(
+                    state, "fake_registered_af8_residual", False):
+                if not _torch_has_fake_impl(OP_NAME_ADAPTIVFLOAT8_RESIDUAL):
+                    _register_fake_adaptivfloat8_residual()
+                state.fake_registered_af8_residual = True
+            if hasattr(torch.ops.ultrafastbert, "quantize_activations_u8") and not getattr(
+                    state, "fake_registered_quantize_u8", False):
+                if not _torch_has_fake_impl(OP_NAME_QUANTIZE_U8):
+                    _register_fake_quantize_u8()
+                state.fake_registered_quantize_u8 = True
             _op = torch.ops.ultrafastbert.fff_forward_cpu.default
     except Exception as error:  # no compiler, no headers, read-only cache, ... -> fall back, saying why
         return False, f"the FFF CPU kernel could not be built or loaded ({type(error).__name__}: {error})"
@@ -852,6 +1010,14 @@ def _register_fake_adaptivfloat8() -> None:
         return x.new_empty(x.shape)
 
 
+def _register_fake_adaptivfloat8_residual() -> None:
+    @torch.library.register_fake(OP_NAME_ADAPTIVFLOAT8_RESIDUAL)
+    def _(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias, residual):
+        torch._check(x.dim() == 2, lambda: "fff_forward_cpu_af8_residual: x must be (tokens, hidden)")
+        torch._check(x.shape[1] == in_codes.shape[2], lambda: "fff_forward_cpu_af8_residual: hidden size mismatch")
+        return x.new_empty(x.shape)
+
+
 def fff_forward_adaptivfloat8(
     x: torch.Tensor,
     in_codes: torch.Tensor,
@@ -859,11 +1025,16 @@ def fff_forward_adaptivfloat8(
     in_bias: torch.Tensor,
     out_codes: torch.Tensor,
     out_exponent_bias: int,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Conditional FFF on the CPU with AdaptivFloat<8, 3> rows: ``in_codes`` / ``out_codes`` (K, N, H) uint8, each with
     its per-tensor exponent bias (see adaptivfloat.py); ``in_bias`` (K, N) float; ``x`` (T, H) float32 or bfloat16.
-    Equals the fp32 kernel on the decoded weights to fp32 rounding (the tensor scales are powers of two)."""
-    global _op_adaptivfloat8
+    Equals the fp32 kernel on the decoded weights to fp32 rounding (the tensor scales are powers of two).
+
+    With ``residual`` (x's shape and dtype) it returns ``residual + FFF(x)``, the kernel adding each residual row while
+    it writes the token's output (no separate pass over the activations): for float32, bit for bit the same as adding
+    after the kernel; for bfloat16 the fp32 sum is rounded once."""
+    global _op_adaptivfloat8, _op_adaptivfloat8_residual
     if _op_adaptivfloat8 is None:
         ok, reason = is_available()
         if not ok:
@@ -871,6 +1042,8 @@ def fff_forward_adaptivfloat8(
         if not hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8"):  # a library built by an older copy
             raise RuntimeError("the FFF CPU kernel loaded in this process has no 8-bit AdaptivFloat op; it was "
                                "built from an older copy of fff_cpu_kernel.py")
+        _op_adaptivfloat8_residual = (torch.ops.ultrafastbert.fff_forward_cpu_af8_residual.default
+                                      if hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8_residual") else False)
         _op_adaptivfloat8 = torch.ops.ultrafastbert.fff_forward_cpu_af8.default
     if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
         raise ValueError(f"fff_forward_adaptivfloat8: x must be (tokens, hidden) float32/bfloat16, got "
@@ -884,7 +1057,41 @@ def fff_forward_adaptivfloat8(
         )
     if x.shape[1] != in_codes.shape[2]:
         raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
-    return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
+    if residual is None:
+        return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
+    if residual.shape != x.shape or residual.dtype != x.dtype:
+        raise ValueError(f"fff_forward_adaptivfloat8: residual must have x's shape and dtype {tuple(x.shape)} "
+                         f"{x.dtype}, got {tuple(residual.shape)} {residual.dtype}")
+    if _op_adaptivfloat8_residual:
+        return _op_adaptivfloat8_residual(x, in_codes, int(in_exponent_bias), in_bias, out_codes,
+                                          int(out_exponent_bias), residual)
+    return residual + _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
+
+
+def _register_fake_quantize_u8() -> None:
+    @torch.library.register_fake(OP_NAME_QUANTIZE_U8)
+    def _(x):
+        torch._check(x.dim() == 2, lambda: "quantize_activations_u8: x must be 2-d")
+        return (x.new_empty(x.shape, dtype=torch.uint8), x.new_empty((), dtype=torch.float32),
+                x.new_empty((), dtype=torch.int64))
+
+
+def quantize_activations_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Dynamic per-tensor asymmetric uint8 quantization of ``x`` (T, K), float32 or bfloat16, as PyTorch's dynamic int8
+    linear quantizes its input (range widened to hold 0, then its choice of scale and zero point; codes
+    ``clamp(round(x / scale) + zero_point, 0, 255)``): returns (codes uint8 (T, K), scale float32 [], zero point
+    int64 []), for oneDNN's int8 matmul (``torch.ops.onednn.qlinear_pointwise.tensor``)."""
+    global _op_quantize_u8
+    if _op_quantize_u8 is None:
+        ok, reason = is_available()
+        if not ok:
+            raise RuntimeError(reason)
+        _op_quantize_u8 = (torch.ops.ultrafastbert.quantize_activations_u8.default
+                           if hasattr(torch.ops.ultrafastbert, "quantize_activations_u8") else False)
+    if not _op_quantize_u8:
+        raise RuntimeError("the FFF CPU kernel loaded in this process has no quantize_activations_u8 op; it was built "
+                           "from an older copy of fff_cpu_kernel.py")
+    return _op_quantize_u8(x)
 
 
 def packed_cache_size() -> int:

@@ -386,3 +386,121 @@ def test_triton_8bit_kernel_in_the_interpreter_equals_grouped_kernel_on_decoded_
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "interpreter ok" in result.stdout
+
+
+# ------------------------------------------------------------------------- fused paths of the int8 model
+
+
+@pytest.mark.parametrize("trees,depth,hidden,tokens", [(1, 11, 768, 128), (2, 3, 48, 37), (1, 0, 16, 1), (1, 3, 16, 0)])
+def test_8bit_kernel_with_residual_equals_kernel_then_add(cpu_kernel, trees, depth, hidden, tokens):
+    generator = torch.Generator().manual_seed(depth + 7)
+    nodes = 2 ** (depth + 1) - 1
+    in_codes, in_exp = adaptivfloat_quantize(torch.randn(trees, nodes, hidden, generator=generator) / hidden**0.5)
+    out_codes, out_exp = adaptivfloat_quantize(torch.randn(trees, nodes, hidden, generator=generator))
+    in_bias = torch.randn(trees, nodes, generator=generator) * 0.1
+    x = torch.randn(tokens, hidden, generator=generator)
+    residual = torch.randn(tokens, hidden, generator=generator)
+    strided = torch.randn(hidden, tokens, generator=generator).t()  # rows not contiguous
+    with torch.inference_mode():
+        for r in (residual, strided):
+            plain = cpu_kernel.fff_forward_adaptivfloat8(x, in_codes, in_exp, in_bias, out_codes, out_exp)
+            fused = cpu_kernel.fff_forward_adaptivfloat8(x, in_codes, in_exp, in_bias, out_codes, out_exp, residual=r)
+            assert torch.equal(fused, r + plain)  # fp32: the same single addition, bit for bit
+        bf16 = cpu_kernel.fff_forward_adaptivfloat8(x.bfloat16(), in_codes, in_exp, in_bias, out_codes, out_exp,
+                                                    residual=residual.bfloat16())
+        assert bf16.dtype == torch.bfloat16
+        expected = residual.bfloat16().float() + cpu_kernel.fff_forward_adaptivfloat8(
+            x.bfloat16().float(), in_codes, in_exp, in_bias, out_codes, out_exp)
+        torch.testing.assert_close(bf16.float(), expected, rtol=1e-2, atol=1e-2)  # one bf16 rounding of the sum
+        with pytest.raises(ValueError, match="residual"):
+            cpu_kernel.fff_forward_adaptivfloat8(x, in_codes, in_exp, in_bias, out_codes, out_exp,
+                                                 residual=residual.double())
+
+
+def test_8bit_layer_adds_the_residual_in_the_kernel(cpu_kernel):
+    layer = AdaptivFloatFastFeedForward(48, 4).eval()
+    with torch.no_grad():
+        for name in ("in_weight", "out_weight"):
+            layer._set_codes(name, torch.randn(1, 31, 48, generator=torch.Generator().manual_seed(3)))
+        layer.in_bias.normal_()
+    x = torch.randn(2, 9, 48, generator=torch.Generator().manual_seed(4))
+    residual = torch.randn(2, 9, 48, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        assert torch.equal(layer(x, residual=residual), residual + layer(x))
+        # a residual of another dtype still works (added after the kernel, with type promotion)
+        mixed = layer(x.bfloat16(), residual=residual)
+        assert mixed.dtype == torch.float32
+
+
+def test_activation_quantizer_matches_pytorchs_dynamic_quantization(cpu_kernel):
+    generator = torch.Generator().manual_seed(0)
+    for shape, shift in [((128, 768), 0.5), ((3, 5), -2.0), ((1, 768), 0.0), ((7, 33), 10.0)]:
+        x = torch.randn(*shape, generator=generator) * 3 + shift
+        for source in (x, x.bfloat16()):
+            codes, scale, zero_point = cpu_kernel.quantize_activations_u8(source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # quantized tensors are deprecated; the reference still runs
+                reference = torch.quantize_per_tensor_dynamic(source.float(), torch.quint8, False)
+            assert codes.dtype == torch.uint8 and scale.dtype == torch.float32 and zero_point.dtype == torch.int64
+            assert float(scale) == pytest.approx(reference.q_scale(), rel=1e-7)  # the same scale, as fp32
+            assert int(zero_point) == reference.q_zero_point()
+            # clamp(round_half_even(x / scale) + zero_point), with the fp32 scale and a correctly rounded quotient
+            expected = (torch.round(source.float() / scale) + zero_point).clamp(0, 255).to(torch.uint8)
+            assert torch.equal(codes, expected)
+    # values half-way between two codes round to the even one
+    _, scale, zero_point = cpu_kernel.quantize_activations_u8(torch.tensor([[-1.0, 3.0]]))
+    halves = ((torch.arange(-40, 40).float() + 0.5) * scale).view(1, -1)
+    codes, scale2, zero_point2 = cpu_kernel.quantize_activations_u8(torch.cat([halves, torch.tensor([[-1.0, 3.0]])], 1))
+    assert torch.equal(codes, (torch.round(torch.cat([halves, torch.tensor([[-1.0, 3.0]])], 1) / scale2)
+                               + zero_point2).clamp(0, 255).to(torch.uint8))
+    empty = cpu_kernel.quantize_activations_u8(torch.zeros(0, 4))
+    assert empty[0].shape == (0, 4)
+    with pytest.raises(RuntimeError, match="NaN"):
+        cpu_kernel.quantize_activations_u8(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_int8_projection_fused_path_equals_dynamic_int8_linear(cpu_kernel):
+    from modeling_ultrafastbert import adaptivfloat as af
+
+    torch.manual_seed(0)
+    for bias in (False, True):
+        linear = torch.nn.Linear(96, 80, bias=bias)
+        module = AdaptivFloatLinear.from_linear(linear, projection_dtype="int8").eval()
+        if module._int8_onednn() is None:
+            pytest.skip("oneDNN's int8 matmul is not available in this torch build")
+        x = torch.randn(2, 7, 96)
+        residual = torch.randn(2, 7, 80)
+        with torch.inference_mode():
+            fused = module(x)
+            module._decoded["int8_onednn"] = (module._decoded["int8_onednn"][0], None)  # force linear_dynamic
+            reference = module(x)
+            del module._decoded["int8_onednn"]
+            # the same activation and weight quantization: equal to fp32 rounding
+            torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(module(x, residual=residual), residual + reference, rtol=1e-5, atol=1e-5)
+            # bf16 in (a bf16 attention's context), bf16 or fp32 out
+            xb = x.bfloat16()
+            torch.testing.assert_close(module(xb, output_dtype=torch.float32), module(xb.float()), rtol=1e-5,
+                                       atol=1e-5)
+            assert module(xb).dtype == torch.bfloat16
+            module.output_dtype = torch.bfloat16
+            torch.testing.assert_close(module(x), fused.bfloat16(), rtol=1e-2, atol=1e-2)
+            module.output_dtype = None
+            with pytest.raises(ValueError, match="residual"):
+                module(x, residual=residual[:, :3])
+    assert af._prepack_int8_onednn(torch.randn(4, 8)) is not None
+
+
+def test_int8_model_adds_the_attention_residual_in_the_projection():
+    from modeling_ultrafastbert.adaptivfloat import set_projection_dtype_
+
+    _, quantized, _ = _pair(projection_dtype="float32")
+    set_projection_dtype_(quantized, "int8")
+    layer = quantized.ultrafastbert.layers[0]
+    hidden = torch.randn(2, 11, quantized.config.hidden_size)
+    with torch.no_grad():
+        normed = layer.attention_norm(hidden)
+        fused, _ = layer.attention(normed, None, residual=hidden)
+        plain, _ = layer.attention(normed, None)
+        assert plain.dtype == torch.float32  # the bf16 attention's projection returns to the fp32 stream
+        torch.testing.assert_close(fused, hidden + plain, rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from .configuration_ultrafastbert import UltraFastBertConfig
 from .early_exit import pick_exit_threshold, predict_exit_layers, softmax_entropy
 from .fast_feedforward import FastFeedForward
-from .adaptivfloat import prepare_quantized_modules_
+from .adaptivfloat import AdaptivFloatLinear, prepare_quantized_modules_
 from .pruning import prepare_compact_pruned_modules_, restore_compact_pruned_weights_
 from .adaptive_span import AdaptiveSpan, adaptive_span_attention, span_penalty
 
@@ -89,8 +89,11 @@ class UltraFastBertScaledSinusoidalPositions(nn.Module):
         table[:, 1::2] = torch.cos(position * frequency)[:, : hidden_size // 2]
         return table
 
-    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """Position vectors for ``position_ids`` of any shape: (..., hidden)."""
+    def forward(self, position_ids: torch.Tensor | int) -> torch.Tensor:
+        """Position vectors for ``position_ids`` of any shape: (..., hidden); an int ``n`` stands for positions 0..n-1
+        (a slice of the table instead of a gather)."""
+        if isinstance(position_ids, int):
+            return self.scale_factor * self.sinusoids[:position_ids]
         return self.scale_factor * self.sinusoids[position_ids]
 
 
@@ -122,7 +125,10 @@ class UltraFastBertEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         if position_ids is None:  # 0..L-1 for every row: one (L, hidden) table, broadcast over the batch
-            position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
+            if isinstance(self.position_embeddings, UltraFastBertScaledSinusoidalPositions):
+                position_ids = inputs_embeds.shape[1]  # the table's first L rows, sliced rather than gathered
+            else:
+                position_ids = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device)
         positions = self.position_embeddings(position_ids)
         embeddings = self.dropout(self.LayerNorm(inputs_embeds + positions.to(inputs_embeds.dtype)))
         return self.projection(embeddings) if hasattr(self, "projection") else embeddings
@@ -170,10 +176,14 @@ class UltraFastBertSelfAttention(nn.Module):
             )
 
     def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, output_attentions: bool = False,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """With ``residual`` (the skip connection, eval only: no dropout in between) the output is ``residual +
+        attention``; the 8-bit output projection adds it while writing its product."""
         if hasattr(self, "adaptive_span"):
-            return adaptive_span_attention(self, hidden_states, attention_mask, output_attentions)
+            output, probs = adaptive_span_attention(self, hidden_states, attention_mask, output_attentions)
+            return (output if residual is None else residual + output), probs
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
         query, key, value = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (batch, heads, seq, head_dim) views
@@ -182,7 +192,8 @@ class UltraFastBertSelfAttention(nn.Module):
 
         if batch * seq_length == 0:  # empty input: nothing to attend (and the fused kernels' reshapes would fail)
             probs = query.new_zeros(batch, self.num_heads, seq_length, seq_length) if output_attentions else None
-            return self.dense(hidden_states.new_zeros(batch, seq_length, self.num_heads * self.head_dim)), probs
+            context = hidden_states.new_zeros(batch, seq_length, self.num_heads * self.head_dim)
+            return self._output_projection(context, hidden_states, residual), probs
 
         implementation = self.config._attn_implementation or "eager"
         if output_attentions:
@@ -194,7 +205,8 @@ class UltraFastBertSelfAttention(nn.Module):
                 query, key, value, attn_mask=attention_mask, dropout_p=self.dropout_prob if self.training else 0.0,
                 scale=self.scaling,
             )
-            return self.dense(context.transpose(1, 2).reshape(batch, seq_length, -1)), None
+            context = context.transpose(1, 2).reshape(batch, seq_length, -1)  # (batch, seq, heads * head_dim)
+            return self._output_projection(context, hidden_states, residual), None
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
         if implementation == "eager":
             attention_interface = eager_attention_forward
@@ -208,7 +220,17 @@ class UltraFastBertSelfAttention(nn.Module):
             scaling=self.scaling,
         )
         context = context.reshape(batch, seq_length, -1)
-        return self.dense(context), (probs if output_attentions else None)
+        return self._output_projection(context, hidden_states, residual), (probs if output_attentions else None)
+
+    def _output_projection(
+        self, context: torch.Tensor, hidden_states: torch.Tensor, residual: torch.Tensor | None
+    ) -> torch.Tensor:
+        if isinstance(self.dense, AdaptivFloatLinear):
+            # AdaptivFloat models may run attention in bf16: the projection returns in the residual stream's dtype
+            # (the 8-bit product is computed in fp32: no round trip through bf16), adding the residual as it writes
+            return self.dense(context, output_dtype=hidden_states.dtype, residual=residual)
+        output = self.dense(context)
+        return output if residual is None else residual + output
 
 
 class UltraFastBertLayer(GradientCheckpointingLayer):
@@ -226,8 +248,13 @@ class UltraFastBertLayer(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attention_output, probs = self.attention(self.attention_norm(hidden_states), attention_mask, output_attentions)
-        hidden_states = hidden_states + (self.dropout(attention_output) if self.training else attention_output)
+        if self.training:
+            attention_output, probs = self.attention(self.attention_norm(hidden_states), attention_mask,
+                                                     output_attentions)
+            hidden_states = hidden_states + self.dropout(attention_output)
+        else:  # dropout is the identity: the attention adds the skip connection (the 8-bit projection while writing)
+            hidden_states, probs = self.attention(self.attention_norm(hidden_states), attention_mask, output_attentions,
+                                                  residual=hidden_states)
         # the inference switches live on the config so that flipping them on a loaded model acts at the next call
         # (written only when they changed: a module attribute write costs microseconds of Python, per layer and call)
         feedforward, config = self.feedforward, self.config
@@ -236,7 +263,7 @@ class UltraFastBertLayer(GradientCheckpointingLayer):
         normed = self.feedforward_norm(hidden_states)
         if self.training:
             hidden_states = hidden_states + self.dropout(self.feedforward(normed))
-        else:  # dropout is the identity: the GPU kernel adds the skip connection while writing its output
+        else:  # dropout is the identity: the kernels (GPU, 8-bit CPU) add the skip connection while writing
             hidden_states = self.feedforward(normed, residual=hidden_states)
         return hidden_states, probs
 
@@ -392,6 +419,8 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
         if position_ids is None:
             if attention_mask is None:
                 return None
+            if _may_sync(attention_mask) and bool(attention_mask[:, :1].all()):
+                return None  # no row starts with padding: 0..L-1 everywhere, nothing to compute per row
             leading_padding = (attention_mask.to(torch.bool).cumsum(-1) == 0).sum(-1, keepdim=True)
             return (torch.arange(seq_length, device=attention_mask.device) - leading_padding).clamp(min=0)
         if position_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
