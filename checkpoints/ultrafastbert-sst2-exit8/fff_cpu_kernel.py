@@ -563,11 +563,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_activations_u8(const at:
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   const float* xf = bf16 ? nullptr : x.data_ptr<float>();
   const uint16_t* xb = bf16 ? reinterpret_cast<const uint16_t*>(x.data_ptr()) : nullptr;
-  // the range always holds 0, as in PyTorch's ChooseQuantizationParams; blocks of 16384 values over the threads
-  constexpr int64_t kBlock = 16384;
+  // the range always holds 0, as in PyTorch's ChooseQuantizationParams; blocks of 16384 values, spread over the
+  // threads only from 8 blocks up (a fork/join costs more than a pass over a 128 x 768 batch, and much more when
+  // another process holds a core)
+  constexpr int64_t kBlock = 16384, kParallelBlocks = 8;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<float> block_lo(std::max<int64_t>(blocks, 1), 0.f), block_hi(std::max<int64_t>(blocks, 1), 0.f);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks, kParallelBlocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kBlock, len = std::min(kBlock, n - i0);
       if (bf16) range_of(xb + i0, len, block_lo[b], block_hi[b]); else range_of(xf + i0, len, block_lo[b], block_hi[b]);
@@ -592,7 +594,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_activations_u8(const at:
   const int32_t zp = initial < qmin ? qmin : initial > qmax ? qmax : int32_t(std::nearbyint(initial));
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kByte));
   uint8_t* qp = q.data_ptr<uint8_t>();
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, blocks, kParallelBlocks, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kBlock, len = std::min(kBlock, n - i0);
       if (bf16) quantize_u8(xb + i0, qp + i0, len, fscale, float(zp));
