@@ -125,9 +125,14 @@ def same_tokenizer(first, second, sample_texts=()) -> bool:
 
 
 def prepare_teacher(teacher):
-    """The teacher as it is used for distillation: eval mode (no dropout), frozen, full depth (no early exit)."""
+    """The teacher as it is used for distillation: eval mode (no dropout), frozen, full depth (no early exit), and
+    a dense-feedforward twin (trees of depth 0) computed densely."""
     if getattr(teacher.config, "early_exit_entropy", None) is not None:
         teacher.config.early_exit_entropy = None
+    if getattr(teacher.config, "fff_depth", None) == 0 and getattr(teacher.config, "fff_inference", None) == "conditional":
+        # trees of depth 0 (the dense-feedforward twin): every node is on the path, so the dense product is the
+        # same sum as the conditional gather, computed as one matrix product
+        teacher.config.fff_inference = "dense"
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher

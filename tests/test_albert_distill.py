@@ -290,6 +290,21 @@ def test_teacher_runs_at_full_depth_without_exit_or_dropout():
     assert teacher(ids).exit_layers is None
 
 
+def test_a_dense_twin_teacher_runs_its_depth_0_trees_densely():
+    from modeling_ultrafastbert.distillation import prepare_teacher
+
+    torch.manual_seed(0)
+    teacher = UltraFastBertForSequenceClassification(tiny_config(fff_depth=0, fff_trees=16)).eval()
+    ids = torch.randint(1, 211, (3, 9))
+    with torch.no_grad():
+        conditional = teacher(ids).logits
+        prepare_teacher(teacher)
+        assert teacher.config.fff_inference == "dense"
+        torch.testing.assert_close(teacher(ids).logits, conditional, atol=1e-5, rtol=1e-5)
+    deeper = prepare_teacher(UltraFastBertForSequenceClassification(tiny_config()))
+    assert deeper.config.fff_inference == "conditional"  # real trees keep their conditional path
+
+
 class _Examples(torch.utils.data.Dataset):
     def __init__(self, ids, labels, targets=None):
         self.ids, self.labels, self.targets = ids, labels, targets
