@@ -433,18 +433,14 @@ class AdaptivFloatFastFeedForward(_AdaptivFloatWeight, nn.Module):
                            self.decoded("out_weight", x.dtype))
             y = y if residual_2d is None else residual_2d + y
         elif self._uses_cpu_kernel(x2d):
-            if residual_2d is not None and residual_2d.dtype == x2d.dtype:
-                # the kernel adds the skip connection while writing its output (fp32: bit for bit kernel + add)
-                y = cpu_fff_forward_adaptivfloat8(
-                    x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias,
-                    self.out_weight_codes, int(self.out_weight_exponent_bias), residual=residual_2d,
-                )
-            else:
-                y = cpu_fff_forward_adaptivfloat8(
-                    x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias,
-                    self.out_weight_codes, int(self.out_weight_exponent_bias),
-                )
-                y = y if residual_2d is None else residual_2d + y
+            # the kernel adds a skip connection of its own dtype while writing its output (fp32: bit for bit
+            # kernel + add); one of another dtype is added here
+            fused = residual_2d is not None and residual_2d.dtype == x2d.dtype
+            y = cpu_fff_forward_adaptivfloat8(
+                x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias,
+                self.out_weight_codes, int(self.out_weight_exponent_bias), residual=residual_2d if fused else None,
+            )
+            y = y if residual_2d is None or fused else residual_2d + y
         elif self._uses_triton_kernel(x2d):
             y = triton_fff_forward_adaptivfloat8(
                 x2d, self.in_weight_codes, int(self.in_weight_exponent_bias), self.in_bias.to(x.dtype),
