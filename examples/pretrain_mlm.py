@@ -43,6 +43,8 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
     sys.path.insert(0, str(REPO_ROOT))
 
 from transformers import (  # noqa: E402
+    AutoModelForMaskedLM,
+    AutoTokenizer,
     BertTokenizerFast,
     DataCollatorForLanguageModeling,
     Trainer,
@@ -52,6 +54,13 @@ from transformers import (  # noqa: E402
 )
 
 from modeling_ultrafastbert import UltraFastBertConfig, UltraFastBertForMaskedLM  # noqa: E402
+from modeling_ultrafastbert.distillation import (  # noqa: E402
+    DistillationTrainer,
+    check_teacher_compatible,
+    copy_teacher_weights,
+    prepare_teacher,
+    same_tokenizer,
+)
 
 DEFAULT_SST2_TRAIN = REPO_ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -101,7 +110,30 @@ def parse_args(argv=None):
     p.add_argument("--bf16", choices=("auto", "yes", "no"), default="auto", help="bf16 autocast (auto: on CUDA if supported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=0)
+    distill = p.add_argument_group("distillation from a pretrained masked-LM teacher (DistilBERT / TinyBERT style)")
+    distill.add_argument("--teacher", default=None,
+                         help="a pretrained masked-LM checkpoint with the same vocabulary: the student also learns its "
+                              "softened token distributions at the masked positions (its tokenizer is used unless "
+                              "--tokenizer names an identical one)")
+    distill.add_argument("--distill-alpha", type=float, default=0.5,
+                         help="weight of the soft-target loss; the masked-LM loss on the true tokens gets 1 - alpha")
+    distill.add_argument("--distill-temperature", type=float, default=2.0)
+    distill.add_argument("--distill-hidden-weight", type=float, default=0.0,
+                         help="add this times the MSE between standardised hidden states of each student layer and the "
+                              "teacher layer at the same relative depth (needs the same hidden size)")
+    distill.add_argument("--init-from-teacher", action="store_true",
+                         help="start the student from the teacher's weights (same shapes; feedforward nodes of another "
+                              "tree arrangement with the same number of neurons are reshaped)")
     args = p.parse_args(argv)
+    if args.teacher is None and (args.init_from_teacher or args.distill_hidden_weight != 0.0):
+        p.error("--init-from-teacher and --distill-hidden-weight need --teacher")
+    if args.teacher is not None:
+        if not 0.0 <= args.distill_alpha <= 1.0:
+            p.error(f"--distill-alpha must lie in [0, 1], got {args.distill_alpha}")
+        if not args.distill_temperature > 0:
+            p.error(f"--distill-temperature must be > 0, got {args.distill_temperature}")
+        if not args.distill_hidden_weight >= 0:
+            p.error(f"--distill-hidden-weight must be >= 0, got {args.distill_hidden_weight}")
     if (args.max_steps is None) == (args.budget_minutes is None):
         p.error("give exactly one of --max-steps and --budget-minutes")
     if not 0.0 < args.peak_at < 1.0:
@@ -327,6 +359,21 @@ class CrammedTrainer(Trainer):
         return self.lr_scheduler
 
 
+class CrammedDistillationTrainer(CrammedTrainer, DistillationTrainer):
+    """The one-cycle trainer whose training loss mixes in the teacher's soft targets (and, optionally, states)."""
+
+
+def load_teacher(path: str, bf16: bool):
+    """The masked-LM teacher, frozen, in bf16 when the student trains under bf16 autocast (it only runs forward)."""
+    try:
+        teacher = AutoModelForMaskedLM.from_pretrained(path, trust_remote_code=True,
+                                                       dtype=torch.bfloat16 if bf16 else torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: --teacher {path}: cannot load a masked-LM model and its tokenizer ({error})") from None
+    return prepare_teacher(teacher), tokenizer
+
+
 def use_bf16(choice: str) -> bool:
     if choice == "yes":
         return True
@@ -343,10 +390,16 @@ def main(argv=None) -> dict:
 
     started = time.time()
     lines = read_lines(args)
+    teacher = teacher_tokenizer = None
+    if args.teacher is not None:
+        teacher, teacher_tokenizer = load_teacher(args.teacher, use_bf16(args.bf16))
     if args.tokenizer:
-        from transformers import AutoTokenizer
-
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer, trust_remote_code=True)
+        if teacher_tokenizer is not None and not same_tokenizer(tokenizer, teacher_tokenizer, lines[:16]):
+            raise SystemExit(f"error: --tokenizer {args.tokenizer} differs from the teacher's ({args.teacher}); "
+                             "masked-LM distillation compares token ids, so leave --tokenizer out to use the teacher's")
+    elif teacher_tokenizer is not None:
+        tokenizer = teacher_tokenizer
     else:
         tokenizer = train_tokenizer_once(lines, args, output_dir)
     blocks = pack(lines, tokenizer, args.seq_length)
@@ -359,6 +412,18 @@ def main(argv=None) -> dict:
 
     config = build_config(args, tokenizer)
     model = UltraFastBertForMaskedLM(config)
+    if teacher is not None:
+        try:
+            check_teacher_compatible(model, teacher)
+            if args.distill_hidden_weight > 0 and teacher.config.hidden_size != config.hidden_size:
+                raise ValueError(f"hidden-state distillation needs the same hidden size (teacher "
+                                 f"{teacher.config.hidden_size}, student {config.hidden_size})")
+            if args.init_from_teacher:
+                initialised = copy_teacher_weights(model, teacher)
+                print(f"student initialised from the teacher: {len(initialised['copied'])} tensors copied, "
+                      f"{len(initialised['reshaped'])} feedforward tensors reshaped", flush=True)
+        except ValueError as error:
+            raise SystemExit(f"error: --teacher {args.teacher}: {error}") from None
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {args.layers} layers, hidden {args.hidden_size}, {args.heads} heads, FFF {config.fff_trees} tree(s) "
           f"of depth {config.fff_depth} ({config.fff_num_nodes * config.fff_trees} neurons, "
@@ -395,7 +460,12 @@ def main(argv=None) -> dict:
         seed=args.seed,
         disable_tqdm=False,
     )
-    trainer = CrammedTrainer(
+    distillation = {}
+    if teacher is not None:
+        distillation = {"teacher": teacher, "alpha": args.distill_alpha, "temperature": args.distill_temperature,
+                        "hidden_weight": args.distill_hidden_weight}
+    trainer = (CrammedDistillationTrainer if teacher is not None else CrammedTrainer)(
+        **distillation,
         model=model,
         args=training_args,
         train_dataset=PackedDataset(train_blocks),
@@ -440,6 +510,7 @@ def main(argv=None) -> dict:
         "grad_norm_curve": [(entry["step"], entry.get("grad_norm")) for entry in train_log],
         "parameters": n_params,
         "dense_ff_twin": args.dense_ff_twin,
+        "teacher": args.teacher,
         "bf16": bf16,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "args": vars(args),

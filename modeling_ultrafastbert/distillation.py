@@ -90,6 +90,38 @@ def hidden_state_loss(student_states, teacher_states, attention_mask=None, pairs
     return torch.stack(losses).mean()
 
 
+@torch.no_grad()
+def copy_teacher_weights(student, teacher) -> dict:
+    """Start ``student`` from ``teacher``'s weights (DistilBERT's initialisation): every student tensor is copied from
+    the teacher tensor of the same name and shape. Feedforward node tensors (``...feedforward.in_weight``, ``in_bias``,
+    ``out_weight``) of another tree arrangement with the same number of neurons are reshaped, neuron for neuron: the
+    dense twin's 511 trees of depth 0 become the nodes of one tree of depth 8 in their stored order.
+
+    Anything the teacher cannot supply (another width, depth, vocabulary, number of neurons) raises ValueError naming
+    the tensors. Returns ``{"copied": [...], "reshaped": [...]}`` (state-dict names).
+    """
+    teacher_state = teacher.state_dict()
+    copied, reshaped, missing = [], [], []
+    for name, tensor in student.state_dict().items():
+        source = teacher_state.get(name)
+        # same neurons in another arrangement of trees: (K, N, H) rows of width H, or (K, N) biases
+        same_neurons = (source is not None and ".feedforward." in name and source.numel() == tensor.numel()
+                        and (tensor.dim() != 3 or source.shape[-1] == tensor.shape[-1]))
+        if source is not None and source.shape == tensor.shape:
+            tensor.copy_(source)
+            copied.append(name)
+        elif same_neurons:
+            tensor.copy_(source.reshape(tensor.shape))
+            reshaped.append(name)
+        else:
+            found = "absent" if source is None else f"shape {tuple(source.shape)}"
+            missing.append(f"{name} {tuple(tensor.shape)} (teacher: {found})")
+    if missing:
+        raise ValueError("the teacher cannot initialise the student: no tensor of the same name and shape for "
+                         + "; ".join(missing[:6]) + (f"; and {len(missing) - 6} more" if len(missing) > 6 else ""))
+    return {"copied": copied, "reshaped": reshaped}
+
+
 def _label_names(config) -> dict | None:
     names = getattr(config, "id2label", None)
     if not names:
@@ -100,9 +132,24 @@ def _label_names(config) -> dict | None:
     return names
 
 
+def is_token_level(model) -> bool:
+    """Whether ``model`` predicts one distribution per token over its vocabulary (a masked-LM head)."""
+    get_output_embeddings = getattr(model, "get_output_embeddings", None)
+    return get_output_embeddings is not None and get_output_embeddings() is not None
+
+
 def check_teacher_compatible(student, teacher) -> None:
-    """Raise ValueError if ``teacher``'s logits cannot serve as soft targets for ``student``'s (same label set)."""
+    """Raise ValueError if ``teacher``'s logits cannot serve as soft targets for ``student``'s (same label set; for
+    masked-LM heads, the same vocabulary size)."""
     s_config, t_config = student.config, teacher.config
+    if is_token_level(student) or is_token_level(teacher):
+        if not (is_token_level(student) and is_token_level(teacher)):
+            raise ValueError("a masked-LM student needs a masked-LM teacher (and a classifier a classifier): one "
+                             "predicts tokens, the other labels")
+        if s_config.vocab_size != t_config.vocab_size:
+            raise ValueError(f"the teacher's vocabulary has {t_config.vocab_size} tokens and the student's "
+                             f"{s_config.vocab_size}: masked-LM distillation compares them token id by token id")
+        return
     if getattr(s_config, "problem_type", None) == "regression" or getattr(t_config, "problem_type", None) == "regression":
         raise ValueError("logits distillation needs a classification task (soft targets are class distributions); "
                          "the student or the teacher is a regression model")
@@ -237,8 +284,12 @@ class DistillationTrainer(Trainer):
                 teacher_outputs = self.teacher(**teacher_inputs, output_hidden_states=with_hidden, return_dict=True)
             if targets is None:
                 targets = teacher_outputs.logits
-        soft = distillation_loss(outputs.logits, targets.to(outputs.logits.device), self.distill_temperature,
-                                 num_items_in_batch)
+        student_logits, targets = outputs.logits, targets.to(outputs.logits.device)
+        labelled = inputs["labels"] != -100
+        if student_logits.dim() == 3:
+            # token-level heads (masked LM): soft targets at the labelled (masked) positions only, as the hard loss
+            student_logits, targets = student_logits[labelled], targets[labelled]
+        soft = distillation_loss(student_logits, targets, self.distill_temperature, num_items_in_batch)
         loss = self.distill_alpha * soft + (1.0 - self.distill_alpha) * outputs.loss
         if with_hidden:
             mask = inputs.get("attention_mask")
@@ -249,7 +300,8 @@ class DistillationTrainer(Trainer):
             hidden = hidden_state_loss(outputs.hidden_states, teacher_outputs.hidden_states, mask, self.hidden_pairs)
             if num_items_in_batch is not None:
                 # a per-batch mean: weigh it by the batch's share of the step's examples, as the summed terms are
-                hidden = hidden * (inputs["labels"].numel() / num_items_in_batch)
+                items = num_items_in_batch.to(hidden.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch
+                hidden = hidden * (labelled.sum() / items)
             loss = loss + self.hidden_weight * hidden
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             # as Trainer does for a loss normalised by the step's item count over all devices
@@ -257,5 +309,5 @@ class DistillationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-__all__ = ["distillation_loss", "hidden_layer_pairs", "hidden_state_loss", "check_teacher_compatible", "same_tokenizer", "prepare_teacher", "teacher_logits",
-           "DistillationTrainer"]
+__all__ = ["distillation_loss", "hidden_layer_pairs", "hidden_state_loss", "is_token_level", "check_teacher_compatible",
+           "copy_teacher_weights", "same_tokenizer", "prepare_teacher", "teacher_logits", "DistillationTrainer"]

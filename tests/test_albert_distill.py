@@ -19,6 +19,7 @@ from modeling_ultrafastbert import (
 from modeling_ultrafastbert.distillation import (
     DistillationTrainer,
     check_teacher_compatible,
+    copy_teacher_weights,
     distillation_loss,
     hidden_layer_pairs,
     hidden_state_loss,
@@ -574,3 +575,109 @@ def test_pretrain_shared_factorized_then_distill_with_run_glue(tmp_path):
         run_glue.load_teacher_logits(str(logits_file), "cola", 64, 2)
     with pytest.raises(SystemExit, match="do not cover"):
         run_glue.load_teacher_logits(str(logits_file), "sst2", 65, 2)
+
+
+# --- distillation during masked-LM pretraining --------------------------------------------------------------------
+
+
+def test_masked_lm_distillation_loss_in_the_trainer(tmp_path):
+    torch.manual_seed(0)
+    quiet = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, embedding_dropout_prob=0.0)
+    student = UltraFastBertForMaskedLM(tiny_config(**quiet))
+    teacher = UltraFastBertForMaskedLM(tiny_config(num_hidden_layers=4, fff_depth=0, fff_trees=7))
+    ids = torch.randint(5, 211, (12, 7))
+    labels = torch.full_like(ids, -100)
+    labels[:, 2] = ids[:, 2]
+    labels[::3, 5] = ids[::3, 5]
+    dataset = _Examples(ids, labels)
+    trainer = DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset, teacher=teacher,
+                                  alpha=0.7, temperature=2.0, hidden_weight=0.5)
+    assert trainer.teacher.config.fff_inference == "dense"  # the depth-0 twin runs as one dense product
+    batch = {"input_ids": ids[:4], "labels": labels[:4]}
+    student.train()
+    loss = trainer.compute_loss(student, dict(batch))
+    masked = labels[:4] != -100
+    with torch.no_grad():
+        out = student(ids[:4], output_hidden_states=True)
+        t_out = teacher(ids[:4], output_hidden_states=True)
+    # soft targets and the hard loss only at the masked positions (5 of the 28 tokens here)
+    assert int(masked.sum()) == 6
+    expected = (0.7 * distillation_loss(out.logits[masked], t_out.logits[masked], 2.0)
+                + 0.3 * nn.functional.cross_entropy(out.logits[masked], ids[:4][masked])
+                + 0.5 * hidden_state_loss(out.hidden_states, t_out.hidden_states, None, [(1, 2), (2, 4)]))
+    torch.testing.assert_close(loss.detach(), expected)
+    # Trainer's item count (masked tokens of the step): each summed term is divided by it, the per-batch mean
+    # hidden term weighed by the batch's share
+    counted = trainer.compute_loss(student, dict(batch), num_items_in_batch=torch.tensor(12))
+    expected_counted = (0.7 * distillation_loss(out.logits[masked], t_out.logits[masked], 2.0) * 6 / 12
+                        + 0.3 * nn.functional.cross_entropy(out.logits[masked], ids[:4][masked], reduction="sum") / 12
+                        + 0.5 * hidden_state_loss(out.hidden_states, t_out.hidden_states, None, [(1, 2), (2, 4)]) * 6 / 12)
+    torch.testing.assert_close(counted.detach(), expected_counted)
+    assert trainer.train().global_step == 3
+    with pytest.raises(ValueError, match="vocabulary has 100 tokens"):
+        DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset,
+                            teacher=UltraFastBertForMaskedLM(tiny_config(vocab_size=100)))
+    with pytest.raises(ValueError, match="masked-LM teacher"):
+        DistillationTrainer(model=student, args=_trainer_args(tmp_path), train_dataset=dataset,
+                            teacher=UltraFastBertForSequenceClassification(tiny_config()))
+
+
+def test_copy_teacher_weights_reshapes_the_dense_twin_into_a_tree():
+    torch.manual_seed(0)
+    teacher = UltraFastBertForMaskedLM(tiny_config(fff_depth=0, fff_trees=7))  # 7 neurons, all used
+    student = UltraFastBertForMaskedLM(tiny_config(fff_depth=2, fff_trees=1))  # one tree of 7 nodes
+    report = copy_teacher_weights(student, teacher)
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    assert sorted(report["reshaped"]) == sorted(k for k in s_state if ".feedforward." in k)
+    assert set(report["copied"]) | set(report["reshaped"]) == set(s_state)
+    for name, tensor in s_state.items():
+        assert torch.equal(tensor, t_state[name].reshape(tensor.shape)), name
+    # node n of the tree is neuron n of the twin, and the tied decoder still follows the word embeddings
+    assert torch.equal(student.ultrafastbert.layers[1].feedforward.in_weight[0, 5], teacher.ultrafastbert.layers[1].feedforward.in_weight[5, 0])
+    assert student.decoder.weight.data_ptr() == student.ultrafastbert.embeddings.word_embeddings.weight.data_ptr()
+    # the same architecture: the same function
+    same = UltraFastBertForMaskedLM(tiny_config(fff_depth=0, fff_trees=7))
+    copy_teacher_weights(same, teacher)
+    ids = torch.randint(1, 211, (2, 6))
+    torch.testing.assert_close(same.eval()(ids).logits, teacher.eval()(ids).logits, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="in_weight .*teacher: shape"):
+        copy_teacher_weights(UltraFastBertForMaskedLM(tiny_config(fff_depth=3)), teacher)
+    with pytest.raises(ValueError, match="word_embeddings"):
+        copy_teacher_weights(UltraFastBertForMaskedLM(tiny_config(fff_depth=2, vocab_size=100)), teacher)
+
+
+def test_pretrain_mlm_with_a_teacher(tmp_path):
+    pretrain_mlm = _load_script("pretrain_mlm")
+    common = ["--sst2-train", str(SST2_DIR / "train.tsv"), "--max-lines", "400", "--vocab-size", "300",
+              "--hidden-size", "32", "--heads", "2", "--layers", "2", "--seq-length", "32", "--batch-size", "16",
+              "--seed", "0", "--eval-fraction", "0.1", "--logging-steps", "2"]
+    teacher = tmp_path / "teacher"
+    pretrain_mlm.main(["--output-dir", str(teacher), "--fff-depth", "2", "--dense-ff-twin", "--max-steps", "30",
+                       "--lr", "5e-3", *common])
+    # the student: one tree of depth 2 holding the twin's 7 neurons, started from the teacher's weights
+    student = tmp_path / "student"
+    results = pretrain_mlm.main(["--output-dir", str(student), "--fff-depth", "2", "--teacher", str(teacher),
+                                 "--init-from-teacher", "--distill-hidden-weight", "1", "--max-steps", "4",
+                                 "--lr", "1e-4", *common])
+    assert results["global_steps"] == 4 and results["teacher"] == str(teacher)
+    assert math.isfinite(results["train_loss_mean"]) and math.isfinite(results["eval_mlm_loss_after"])
+    # it reads the teacher's vocabulary (no tokenizer of its own was trained) and starts near the teacher's loss:
+    # the same attention, embeddings and neurons (the tree uses 3 of the 7 per token)
+    assert (student / "tokenizer.json").read_text() == (teacher / "tokenizer.json").read_text()
+    teacher_results = json.loads((teacher / "pretrain_results.json").read_text())
+    fresh = pretrain_mlm.main(["--output-dir", str(tmp_path / "fresh"), "--fff-depth", "2", "--teacher", str(teacher),
+                               "--max-steps", "1", "--lr", "1e-4", *common])
+    # (the held-out set is the same: same text, seed and tokenizer)
+    assert teacher_results["eval_mlm_loss_after"] < fresh["eval_mlm_loss_before"] - 0.3
+    assert abs(results["eval_mlm_loss_before"] - teacher_results["eval_mlm_loss_after"]) < 0.1
+    with pytest.raises(SystemExit):  # argparse: nothing to initialise from
+        pretrain_mlm.main(["--output-dir", str(tmp_path / "x"), "--init-from-teacher", "--max-steps", "1", *common])
+    with pytest.raises(SystemExit, match="cannot initialise"):
+        pretrain_mlm.main(["--output-dir", str(tmp_path / "x"), "--fff-depth", "3", "--teacher", str(teacher),
+                           "--init-from-teacher", "--max-steps", "1", *common])
+    other_tokenizer = tmp_path / "other-tokenizer"
+    pretrain_mlm.train_tokenizer(["completely different words for another vocabulary"] * 20, 60, 32).save_pretrained(
+        other_tokenizer)
+    with pytest.raises(SystemExit, match="differs from the teacher"):
+        pretrain_mlm.main(["--output-dir", str(tmp_path / "x"), "--fff-depth", "2", "--teacher", str(teacher),
+                           "--tokenizer", str(other_tokenizer), "--max-steps", "1", *common])
