@@ -360,6 +360,109 @@ def test_soft_form_equals_fast_form_on_cuda():
     assert fast_error <= 2 * soft_error + 1e-2, (fast_error, soft_error)
 
 
+FUSED_CHECK = """
+import torch
+from modeling_ultrafastbert import adaptive_span, UltraFastBertModel, UltraFastBertConfig
+from modeling_ultrafastbert.adaptive_span import AdaptiveSpan
+
+calls = []
+kernel = adaptive_span.triton_span_attention
+def counted(*args, **kwargs):
+    calls.append(kwargs.get("residual") is not None)
+    return kernel(*args, **kwargs)
+adaptive_span.triton_span_attention = counted
+
+def model_with(spans, length, device, dtype=torch.float32):
+    torch.manual_seed(3)
+    config = UltraFastBertConfig(vocab_size=211, hidden_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                 fff_depth=2, max_position_embeddings=length, adaptive_span=True,
+                                 adaptive_span_ramp=4.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                 embedding_dropout_prob=0.0)
+    model = UltraFastBertModel(config)
+    with torch.no_grad():
+        for module, values in zip([m for m in model.modules() if isinstance(m, AdaptiveSpan)], spans):
+            module.span_fraction.copy_(torch.tensor(values) / module.max_positions)
+    return model.to(device, dtype).eval()
+
+def inputs(length, device):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 211, (3, length), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, length // 2:] = 0
+    mask[1, :5] = 0
+    return ids.to(device), mask.to(device)
+
+def check(device):
+    # layer 1: narrow bands (key windows), one head off; layer 2: every head off; layer 3: wide (the whole sequence)
+    spans = [[0.0, 2.5, -4.0, 1.0], [-4.0, -4.0, -4.0, -4.0], [60.0, 20.0, -4.0, 33.0]]
+    for length in (70, 33):
+        model = model_with(spans, length, device)
+        ids, mask = inputs(length, device)
+        real = mask.bool()
+        calls.clear()
+        with torch.no_grad():
+            fast = model(ids, attention_mask=mask).last_hidden_state
+            soft = model(ids, attention_mask=mask, output_attentions=True).last_hidden_state
+            unpadded = model(ids).last_hidden_state
+            soft_unpadded = model(ids, output_attentions=True).last_hidden_state
+        # two fused launches per forward (the all-off layer computes nothing), with the skip connection fused
+        assert calls == [True] * 4, calls
+        torch.testing.assert_close(fast[real], soft[real], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(unpadded, soft_unpadded, rtol=1e-5, atol=1e-5)
+        # the attention block alone (no residual), against the PyTorch banded form
+        attention = model.layers[0].attention
+        hidden = torch.randn(2, length, 64, device=device)
+        with torch.no_grad():
+            fused = attention(hidden, None)[0]
+            adaptive_span.triton_span_attention = None
+            reference = attention(hidden, None)[0]
+            adaptive_span.triton_span_attention = counted
+        torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+    # a band too wide for one program's key window: the PyTorch path, no launch
+    model = model_with([[300.0, 1.0, 1.0, 1.0]] * 3, 300, device)
+    calls.clear()
+    with torch.no_grad():
+        model(torch.randint(1, 211, (1, 300), device=device))
+    assert calls == [], calls
+    return model_with(spans, 70, device)
+"""
+
+
+def test_fused_span_kernel_in_the_triton_interpreter(tmp_path):
+    """TRITON_INTERPRET=1 runs the fused Triton kernel on CPU tensors (a fresh interpreter: the flag is read at
+    import); the same checks run on CUDA in the next test."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    from conftest import REPO_ROOT
+
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO_ROOT))
+    result = subprocess.run([sys.executable, "-c", FUSED_CHECK + "\ncheck('cpu')\nprint('fused ok')"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fused ok" in result.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_span_kernel_on_cuda():
+    namespace = {}
+    exec(FUSED_CHECK, namespace)
+    model = namespace["check"]("cuda")
+    ids, mask = namespace["inputs"](70, "cuda")
+    real = mask.bool()
+    with torch.no_grad():
+        reference = model(ids, attention_mask=mask, output_attentions=True).last_hidden_state
+        model.to(torch.bfloat16)
+        soft16 = model(ids, attention_mask=mask, output_attentions=True).last_hidden_state
+        fast16 = model(ids, attention_mask=mask).last_hidden_state
+    # bf16: the fused kernel is no farther from the fp32 result than the bf16 soft form is (rounding alone)
+    soft_error = (soft16[real].float() - reference[real]).abs().max()
+    fast_error = (fast16[real].float() - reference[real]).abs().max()
+    assert fast_error <= 2 * soft_error + 1e-2, (fast_error, soft_error)
+
+
 def test_run_glue_learns_spans_and_reports_them(wordpiece_tokenizer, tmp_path):
     import importlib.util
     import json

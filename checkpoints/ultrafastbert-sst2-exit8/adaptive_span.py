@@ -23,6 +23,14 @@ import math
 import torch
 from torch import nn
 
+try:  # the fused CUDA kernel (Triton is optional); imported in this form so that it travels with remote code
+    from .span_triton_kernel import span_attention as triton_span_attention
+    from .span_triton_kernel import supports as triton_span_supports
+    from .span_triton_kernel import INTERPRETED as triton_span_interpreted  # tests run the kernel on the CPU
+except ImportError:  # pragma: no cover - depends on the environment
+    triton_span_attention = None
+    triton_span_interpreted = False
+
 
 class AdaptiveSpan(nn.Module):
     """The learned spans of one attention layer's heads and the mask they define."""
@@ -241,9 +249,18 @@ def _compact_projections(span: AdaptiveSpan, attention: nn.Module, active: list[
     return span._compact_cache[1]
 
 
-def adaptive_span_attention(attention: nn.Module, hidden_states, attention_mask, output_attentions: bool):
+def adaptive_span_attention(attention: nn.Module, hidden_states, attention_mask, output_attentions: bool,
+                            residual=None):
     """The forward of an attention layer with adaptive spans: soft form in training (or for `output_attentions`),
-    banded form with the heads of span 0 skipped otherwise. Returns (output, probs or None)."""
+    banded form with the heads of span 0 skipped otherwise (on CUDA one fused Triton launch where it applies).
+    Returns (output, probs or None); with ``residual`` the output is ``residual + attention``."""
+    output, probs = _span_attention_forward(attention, hidden_states, attention_mask, output_attentions, residual)
+    if output is None:  # the fused kernel added the residual while writing
+        return probs[0], None
+    return (output if residual is None else residual + output), probs
+
+
+def _span_attention_forward(attention: nn.Module, hidden_states, attention_mask, output_attentions: bool, residual):
     span: AdaptiveSpan = attention.adaptive_span
     batch, seq_length, _ = hidden_states.shape
     num_heads, head_dim = attention.num_heads, attention.head_dim
@@ -265,6 +282,17 @@ def adaptive_span_attention(attention: nn.Module, hidden_states, attention_mask,
     if not active:  # every head is off: the attention output is zero, and nothing is computed
         return hidden_states.new_zeros(batch, seq_length, attention.dense.out_features), None
     compact = _compact_projections(span, attention, active)
+    if compact is not None and triton_span_attention is not None and (hidden_states.is_cuda or triton_span_interpreted):
+        # the farthest distance any head on sees: m(d) > 0 for d < z + R
+        width = max(math.ceil(value) for value in active_spans) - 1
+        padding = attention_mask
+        if padding is not None and tuple(padding.shape) == (batch, 1, 1, seq_length):
+            padding = padding.reshape(batch, seq_length)
+        if (padding is None or padding.dim() == 2) and triton_span_supports(hidden_states, head_dim, width):
+            qkv_weight, dense_weight = compact
+            fused = triton_span_attention(hidden_states, qkv_weight, dense_weight, active_z, span.ramp,
+                                          attention.scaling, width, key_bias=padding, residual=residual)
+            return None, (fused,)
     if compact is not None:
         qkv_weight, dense_weight = compact
         qkv = nn.functional.linear(hidden_states, qkv_weight).view(batch, seq_length, len(active), 3, head_dim)

@@ -182,8 +182,7 @@ class UltraFastBertSelfAttention(nn.Module):
         """With ``residual`` (the skip connection, eval only: no dropout in between) the output is ``residual +
         attention``; the 8-bit output projection adds it while writing its product."""
         if hasattr(self, "adaptive_span"):
-            output, probs = adaptive_span_attention(self, hidden_states, attention_mask, output_attentions)
-            return (output if residual is None else residual + output), probs
+            return adaptive_span_attention(self, hidden_states, attention_mask, output_attentions, residual)
         batch, seq_length, _ = hidden_states.shape
         qkv = self.query_key_value(hidden_states).view(batch, seq_length, self.num_heads, 3, self.head_dim)
         query, key, value = qkv.permute(3, 0, 2, 1, 4).unbind(0)  # (batch, heads, seq, head_dim) views
