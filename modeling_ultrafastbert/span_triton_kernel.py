@@ -28,6 +28,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
 
+from .fff_triton_kernel import _Launch
+
 INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_WINDOW = 256  # keys per program; beyond that the PyTorch path (blocks of sdpa-free matmuls) is used
@@ -152,6 +154,29 @@ def supports(hidden_states: torch.Tensor, head_dim: int, width: int) -> bool:
 
 
 _PLANS: dict = {}
+_MAX_PLANS = 256
+_TENSOR_SLOTS = {name: i for i, name in enumerate(("x", "wqkv", "wo", "z", "kbias", "res", "ctx", "out"))}
+
+
+def _describe(hidden_states, active: int, head_dim: int, width: int, ramp: float, scaling: float, has_kbias: bool,
+              residual):
+    """Grid, arguments (tensors by slot name) and options of the launch for this call signature."""
+    batch, seq_length, hidden = hidden_states.shape
+    block_m, block_n, full_window = launch_shape(seq_length, width)
+    params = dict(
+        x_ptr="x", stride_xb=hidden_states.stride(0), stride_xl=hidden_states.stride(1), wqkv_ptr="wqkv", wo_ptr="wo",
+        z_ptr="z", kbias_ptr="kbias", res_ptr="res", stride_rb=residual.stride(0) if residual is not None else 0,
+        stride_rl=residual.stride(1) if residual is not None else 0, ctx_ptr="ctx", out_ptr="out", L=seq_length,
+        ramp=float(ramp), scaling=float(scaling), H=hidden, D=head_dim, ACTIVE=active, WIDTH=width,
+        FULL_WINDOW=full_window, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=32, BLOCK_H=64 if hidden % 64 == 0 else 32,
+        HAS_KBIAS=has_kbias, RESIDUAL=residual is not None, IEEE=hidden_states.dtype == torch.float32,
+    )
+    grid = (batch, triton.cdiv(seq_length, block_m), 1)
+    return grid, params, dict(num_warps=4 if block_n <= 64 else 8)
+
+
+def _is_compiling() -> bool:
+    return hasattr(torch, "compiler") and torch.compiler.is_compiling()
 
 
 def span_attention(hidden_states, qkv_weight, dense_weight, z, ramp: float, scaling: float, width: int,
@@ -167,22 +192,39 @@ def span_attention(hidden_states, qkv_weight, dense_weight, z, ramp: float, scal
     batch, seq_length, hidden = hidden_states.shape
     active = z.shape[0]
     head_dim = qkv_weight.shape[0] // (3 * active)
-    block_m, block_n, full_window = launch_shape(seq_length, width)
     out = torch.empty(batch, seq_length, hidden, dtype=hidden_states.dtype, device=hidden_states.device)
-    context = torch.empty(batch, seq_length, active * head_dim, dtype=hidden_states.dtype, device=hidden_states.device)
     if batch * seq_length == 0:
         return out
-    has_residual = residual is not None
-    if has_residual and residual.stride(2) != 1:
+    if residual is not None and residual.stride(2) != 1:
         residual = residual.contiguous()
-    grid = (batch, triton.cdiv(seq_length, block_m))
-    _span_attention_kernel[grid](
-        hidden_states, hidden_states.stride(0), hidden_states.stride(1), qkv_weight, dense_weight, z,
-        key_bias if key_bias is not None else z, residual if has_residual else out,
-        residual.stride(0) if has_residual else 0, residual.stride(1) if has_residual else 0, context, out,
-        seq_length, float(ramp), float(scaling),
-        H=hidden, D=head_dim, ACTIVE=active, WIDTH=width, FULL_WINDOW=full_window, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_K=32, BLOCK_H=64 if hidden % 64 == 0 else 32, HAS_KBIAS=key_bias is not None, RESIDUAL=has_residual,
-        IEEE=hidden_states.dtype == torch.float32, num_warps=4 if block_n <= 64 else 8,
-    )
+    context = torch.empty(batch, seq_length, active * head_dim, dtype=hidden_states.dtype, device=hidden_states.device)
+    tensors = [hidden_states, qkv_weight, dense_weight, z, z if key_bias is None else key_bias,
+               out if residual is None else residual, context, out]
+    if _is_compiling() or INTERPRETED:  # the ordinary launch (traced by torch.compile; the interpreter has no cache)
+        grid, params, options = _describe(hidden_states, active, head_dim, width, ramp, scaling, key_bias is not None,
+                                          residual)
+        arguments = {name: tensors[_TENSOR_SLOTS[v]] if isinstance(v, str) else v for name, v in params.items()}
+        _span_attention_kernel[grid](**arguments, **options)
+        return out
+    # eager calls: one cached launch per call signature (Triton's own launch path costs more host time than the
+    # whole block's GPU work at these sizes)
+    key = (hidden_states.shape, hidden_states.stride(), hidden_states.dtype, hidden_states.device, active, head_dim,
+           width, float(ramp), float(scaling), key_bias is not None,
+           None if residual is None else residual.stride(),
+           # Triton specialises the compiled kernel on dtypes and on 16-byte alignment of the pointers
+           tuple((t.dtype, t.data_ptr() % 16) for t in tensors))
+    launch = _PLANS.get(key)
+    if launch is None:
+        grid, params, options = _describe(hidden_states, active, head_dim, width, ramp, scaling, key_bias is not None,
+                                          residual)
+        launch = _Launch(_span_attention_kernel, grid, params, options, _TENSOR_SLOTS)
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = launch
+    device = hidden_states.device
+    if device.index != torch.cuda.current_device():  # Triton launches on the current device
+        with torch.cuda.device(device):
+            launch(tensors, device.index)
+    else:
+        launch(tensors, device.index)
     return out
