@@ -367,10 +367,11 @@ from modeling_ultrafastbert.adaptive_span import AdaptiveSpan
 
 calls = []
 kernel = adaptive_span.triton_span_attention
-def counted(*args, **kwargs):
-    calls.append(kwargs.get("residual") is not None)
-    return kernel(*args, **kwargs)
-adaptive_span.triton_span_attention = counted
+class CountedLaunch(adaptive_span.SpanLaunch):
+    def __call__(self, *args):
+        calls.append(args[-1] is not None)  # the residual, fused into the launch
+        return super().__call__(*args)
+adaptive_span.SpanLaunch = CountedLaunch
 
 def model_with(spans, length, device, dtype=torch.float32):
     torch.manual_seed(3)
@@ -416,8 +417,25 @@ def check(device):
             fused = attention(hidden, None)[0]
             adaptive_span.triton_span_attention = None
             reference = attention(hidden, None)[0]
-            adaptive_span.triton_span_attention = counted
+            adaptive_span.triton_span_attention = kernel
+            # the kernel's own entry point (other layouts of the padding bias) gives the same
+            span = attention.adaptive_span
+            active, z, active_spans = span.inference_plan()
+            weights = adaptive_span._compact_projections(span, attention, active)
+            width = max(int(-(-value // 1)) for value in active_spans) - 1
+            direct = kernel(hidden, weights[0], weights[1], z, span.ramp, attention.scaling, width)
         torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(direct, fused, rtol=0, atol=0)
+        # parameters changed in place: the cached launch data follows (new spans, new weights)
+        with torch.no_grad():
+            span.span_fraction.copy_(torch.tensor([1.0, -4.0, 3.0, -4.0]) / span.max_positions)
+            attention.dense.weight.mul_(2.0)
+            changed = attention(hidden, None)[0]
+            adaptive_span.triton_span_attention = None
+            changed_reference = attention(hidden, None)[0]
+            adaptive_span.triton_span_attention = kernel
+        assert attention.computed_heads == 2
+        torch.testing.assert_close(changed, changed_reference, rtol=1e-5, atol=1e-5)
     # a band too wide for one program's key window: the PyTorch path, no launch
     model = model_with([[300.0, 1.0, 1.0, 1.0]] * 3, 300, device)
     calls.clear()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 try:  # the fused CUDA kernel (Triton is optional); imported in this form so that it travels with remote code
+    from .span_triton_kernel import SpanLaunch
     from .span_triton_kernel import span_attention as triton_span_attention
     from .span_triton_kernel import supports as triton_span_supports
     from .span_triton_kernel import INTERPRETED as triton_span_interpreted  # tests run the kernel on the CPU
@@ -249,6 +250,62 @@ def _compact_projections(span: AdaptiveSpan, attention: nn.Module, active: list[
     return span._compact_cache[1]
 
 
+def _fused_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, attention_mask, residual):
+    """The block as one fused Triton launch, or None where it does not apply (no head on, quantized or biased
+    projections, another mask layout, a band too wide, torch.compile tracing).
+
+    At the sizes where spans pay the host's Python is the block's cost, so everything the launch needs (heads on,
+    compact weights, the validated launch) is cached on the span module, keyed by the parameters' storage and versions
+    and by the call signature, and the parameters are read from the modules' dicts.
+    """
+    if torch.compiler.is_compiling():
+        return None
+    modules = attention._modules
+    qkv_params, dense_params = modules["query_key_value"]._parameters, modules["dense"]._parameters
+    qkv_weight, dense_weight = qkv_params.get("weight"), dense_params.get("weight")
+    fraction = span._parameters["span_fraction"]
+    padding = attention_mask
+    key = (
+        fraction.data_ptr(), fraction._version,
+        None if qkv_weight is None else (qkv_weight.data_ptr(), qkv_weight._version),
+        None if dense_weight is None else (dense_weight.data_ptr(), dense_weight._version),
+        hidden_states.shape, hidden_states.stride(), hidden_states.dtype, hidden_states.device,
+        hidden_states.data_ptr() % 16,
+        None if padding is None else (padding.shape, padding.stride(), padding.dtype, padding.data_ptr() % 16),
+        None if residual is None else (residual.shape, residual.stride(), residual.dtype, residual.data_ptr() % 16),
+    )
+    cached = span.__dict__.get("_fused_block")
+    if cached is None or cached[0] != key:
+        cached = (key, _prepare_fused_block(attention, span, hidden_states, padding, residual))
+        span.__dict__["_fused_block"] = cached
+    prepared = cached[1]
+    if prepared is None:
+        return None
+    launch, qkv_compact, dense_compact, z, heads_on = prepared
+    attention.__dict__["computed_heads"] = heads_on  # a plain attribute: nn.Module.__setattr__ costs microseconds
+    return launch(hidden_states, qkv_compact, dense_compact, z, padding, residual)
+
+
+def _prepare_fused_block(attention, span, hidden_states, padding, residual):
+    active, active_z, active_spans = span.inference_plan()
+    if not active:
+        return None
+    compact = _compact_projections(span, attention, active)
+    if compact is None:
+        return None
+    batch, seq_length, _ = hidden_states.shape
+    if padding is not None and (tuple(padding.shape) != (batch, 1, 1, seq_length) or not padding.is_contiguous()):
+        return None
+    if residual is not None and (tuple(residual.shape) != tuple(hidden_states.shape) or residual.stride(2) != 1):
+        return None
+    width = max(math.ceil(value) for value in active_spans) - 1  # m(d) > 0 for d < z + R
+    if not triton_span_supports(hidden_states, attention.head_dim, width):
+        return None
+    launch = SpanLaunch(hidden_states, compact[0], active_z, span.ramp, attention.scaling, width,
+                        padding is not None, residual)
+    return launch, compact[0], compact[1], active_z, len(active)
+
+
 def adaptive_span_attention(attention: nn.Module, hidden_states, attention_mask, output_attentions: bool,
                             residual=None):
     """The forward of an attention layer with adaptive spans: soft form in training (or for `output_attentions`),
@@ -277,22 +334,15 @@ def _span_attention_forward(attention: nn.Module, hidden_states, attention_mask,
         )
         return attention.dense(context.reshape(batch, seq_length, -1)), (probs if output_attentions else None)
 
+    if triton_span_attention is not None and (hidden_states.is_cuda or triton_span_interpreted):
+        fused = _fused_span_block(attention, span, hidden_states, attention_mask, residual)
+        if fused is not None:
+            return None, (fused,)
     active, active_z, active_spans = span.inference_plan()
     attention.computed_heads = len(active)  # what the last call computed (read by tests and benchmarks)
     if not active:  # every head is off: the attention output is zero, and nothing is computed
         return hidden_states.new_zeros(batch, seq_length, attention.dense.out_features), None
     compact = _compact_projections(span, attention, active)
-    if compact is not None and triton_span_attention is not None and (hidden_states.is_cuda or triton_span_interpreted):
-        # the farthest distance any head on sees: m(d) > 0 for d < z + R
-        width = max(math.ceil(value) for value in active_spans) - 1
-        padding = attention_mask
-        if padding is not None and tuple(padding.shape) == (batch, 1, 1, seq_length):
-            padding = padding.reshape(batch, seq_length)
-        if (padding is None or padding.dim() == 2) and triton_span_supports(hidden_states, head_dim, width):
-            qkv_weight, dense_weight = compact
-            fused = triton_span_attention(hidden_states, qkv_weight, dense_weight, active_z, span.ramp,
-                                          attention.scaling, width, key_bias=padding, residual=residual)
-            return None, (fused,)
     if compact is not None:
         qkv_weight, dense_weight = compact
         qkv = nn.functional.linear(hidden_states, qkv_weight).view(batch, seq_length, len(active), 3, head_dim)

@@ -168,7 +168,8 @@ def _describe(hidden_states, active: int, head_dim: int, width: int, ramp: float
         z_ptr="z", kbias_ptr="kbias", res_ptr="res", stride_rb=residual.stride(0) if residual is not None else 0,
         stride_rl=residual.stride(1) if residual is not None else 0, ctx_ptr="ctx", out_ptr="out", L=seq_length,
         ramp=float(ramp), scaling=float(scaling), H=hidden, D=head_dim, ACTIVE=active, WIDTH=width,
-        FULL_WINDOW=full_window, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=32, BLOCK_H=64 if hidden % 64 == 0 else 32,
+        FULL_WINDOW=full_window, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=64 if hidden % 64 == 0 else 32,
+        BLOCK_H=64 if hidden % 64 == 0 else 32,
         HAS_KBIAS=has_kbias, RESIDUAL=residual is not None, IEEE=hidden_states.dtype == torch.float32,
     )
     grid = (batch, triton.cdiv(seq_length, block_m), 1)
@@ -179,52 +180,72 @@ def _is_compiling() -> bool:
     return hasattr(torch, "compiler") and torch.compiler.is_compiling()
 
 
+class SpanLaunch:
+    """The launch of one call signature (shapes, strides, dtypes, heads on, width, alignment), validated once: calls
+    only allocate the output and the context workspace and launch (see `span_attention` for the arguments)."""
+
+    def __init__(self, hidden_states, qkv_weight, z, ramp: float, scaling: float, width: int, has_key_bias: bool,
+                 residual):
+        batch, seq_length, hidden = hidden_states.shape
+        active = z.shape[0]
+        head_dim = qkv_weight.shape[0] // (3 * active)
+        self.out_shape = (batch, seq_length, hidden)
+        self.context_shape = (batch, seq_length, active * head_dim)
+        self.dtype, self.device = hidden_states.dtype, hidden_states.device
+        self.empty = batch * seq_length == 0
+        self.description = _describe(hidden_states, active, head_dim, width, ramp, scaling, has_key_bias, residual)
+        # eager calls reuse Triton's compiled launcher directly: its own launch path costs more host time than the
+        # whole block's GPU work at these sizes; traced calls (torch.compile) and the interpreter launch plainly
+        self.cached = None if INTERPRETED else _Launch(_span_attention_kernel, *self.description, _TENSOR_SLOTS)
+
+    def __call__(self, hidden_states, qkv_weight, dense_weight, z, key_bias=None, residual=None):
+        out = torch.empty(self.out_shape, dtype=self.dtype, device=self.device)
+        if self.empty:
+            return out
+        context = torch.empty(self.context_shape, dtype=self.dtype, device=self.device)
+        tensors = [hidden_states, qkv_weight, dense_weight, z, z if key_bias is None else key_bias,
+                   out if residual is None else residual, context, out]
+        if self.cached is None or _is_compiling():
+            grid, params, options = self.description
+            arguments = {name: tensors[_TENSOR_SLOTS[v]] if isinstance(v, str) else v for name, v in params.items()}
+            _span_attention_kernel[grid](**arguments, **options)
+        elif self.device.index != torch.cuda.current_device():  # Triton launches on the current device
+            with torch.cuda.device(self.device):
+                self.cached(tensors, self.device.index)
+        else:
+            self.cached(tensors, self.device.index)
+        return out
+
+
+def signature(hidden_states, z, width: int, ramp: float, scaling: float, key_bias, residual) -> tuple:
+    """Everything a `SpanLaunch` depends on: Triton specialises the compiled kernel on dtypes and on the 16-byte
+    alignment of pointers, besides the shapes and strides."""
+    return (hidden_states.shape, hidden_states.stride(), hidden_states.dtype, hidden_states.device,
+            hidden_states.data_ptr() % 16, z.shape[0], z.dtype, width, float(ramp), float(scaling),
+            None if key_bias is None else (key_bias.shape, key_bias.stride(), key_bias.dtype, key_bias.data_ptr() % 16),
+            None if residual is None else (residual.shape, residual.stride(), residual.dtype, residual.data_ptr() % 16))
+
+
 def span_attention(hidden_states, qkv_weight, dense_weight, z, ramp: float, scaling: float, width: int,
                    key_bias=None, residual=None):
     """The attention block of the heads that are on, in one launch.
 
-    hidden_states (batch, seq, hidden) with unit stride over hidden; qkv_weight (heads_on * 3 * head_dim, hidden), each
-    head's query, key and value rows in turn; dense_weight (hidden, heads_on * head_dim); z (heads_on,) their spans;
-    width the farthest distance any of them sees (ceil(max(z) + ramp) - 1); key_bias None or (batch, seq) additive
-    padding bias; residual None or (batch, seq, hidden), added to the output. Returns (batch, seq, hidden) in the
-    input dtype. Check `supports` first.
+    hidden_states (batch, seq, hidden) with unit stride over hidden; qkv_weight (heads_on * 3 * head_dim, hidden)
+    contiguous, each head's query, key and value rows in turn; dense_weight (hidden, heads_on * head_dim) contiguous;
+    z (heads_on,) their spans; width the farthest distance any of them sees (ceil(max(z) + ramp) - 1); key_bias None
+    or a contiguous (batch, seq) (or (batch, 1, 1, seq)) additive padding bias; residual None or (batch, seq, hidden)
+    with unit stride over hidden, added to the output. Returns (batch, seq, hidden) in the input dtype. Check
+    `supports` first.
     """
-    batch, seq_length, hidden = hidden_states.shape
-    active = z.shape[0]
-    head_dim = qkv_weight.shape[0] // (3 * active)
-    out = torch.empty(batch, seq_length, hidden, dtype=hidden_states.dtype, device=hidden_states.device)
-    if batch * seq_length == 0:
-        return out
     if residual is not None and residual.stride(2) != 1:
         residual = residual.contiguous()
-    context = torch.empty(batch, seq_length, active * head_dim, dtype=hidden_states.dtype, device=hidden_states.device)
-    tensors = [hidden_states, qkv_weight, dense_weight, z, z if key_bias is None else key_bias,
-               out if residual is None else residual, context, out]
-    if _is_compiling() or INTERPRETED:  # the ordinary launch (traced by torch.compile; the interpreter has no cache)
-        grid, params, options = _describe(hidden_states, active, head_dim, width, ramp, scaling, key_bias is not None,
-                                          residual)
-        arguments = {name: tensors[_TENSOR_SLOTS[v]] if isinstance(v, str) else v for name, v in params.items()}
-        _span_attention_kernel[grid](**arguments, **options)
-        return out
-    # eager calls: one cached launch per call signature (Triton's own launch path costs more host time than the
-    # whole block's GPU work at these sizes)
-    key = (hidden_states.shape, hidden_states.stride(), hidden_states.dtype, hidden_states.device, active, head_dim,
-           width, float(ramp), float(scaling), key_bias is not None,
-           None if residual is None else residual.stride(),
-           # Triton specialises the compiled kernel on dtypes and on 16-byte alignment of the pointers
-           tuple((t.dtype, t.data_ptr() % 16) for t in tensors))
+    if key_bias is not None and not key_bias.is_contiguous():
+        key_bias = key_bias.contiguous()
+    key = signature(hidden_states, z, width, ramp, scaling, key_bias, residual) + (qkv_weight.shape,)
     launch = _PLANS.get(key)
     if launch is None:
-        grid, params, options = _describe(hidden_states, active, head_dim, width, ramp, scaling, key_bias is not None,
-                                          residual)
-        launch = _Launch(_span_attention_kernel, grid, params, options, _TENSOR_SLOTS)
+        launch = SpanLaunch(hidden_states, qkv_weight, z, ramp, scaling, width, key_bias is not None, residual)
         if len(_PLANS) >= _MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = launch
-    device = hidden_states.device
-    if device.index != torch.cuda.current_device():  # Triton launches on the current device
-        with torch.cuda.device(device):
-            launch(tensors, device.index)
-    else:
-        launch(tensors, device.index)
-    return out
+    return launch(hidden_states, qkv_weight, dense_weight, z, key_bias, residual)
