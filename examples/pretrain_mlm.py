@@ -17,6 +17,10 @@ Examples::
         --vocab-size 2000 --max-steps 50 --max-lines 2000
     # the dense-feedforward twin of the same size (same neurons and parameters, every neuron used)
     python examples/pretrain_mlm.py --output-dir /tmp/mlm-dense --dense-ff-twin ...
+    # distilled from a pretrained masked-LM teacher (its tokenizer; soft targets at the masked positions, TinyBERT's
+    # hidden-state loss), started from its weights (a dense twin's neurons become the nodes of the tree)
+    python examples/pretrain_mlm.py --output-dir /tmp/mlm-kd --teacher /tmp/mlm-dense --init-from-teacher \
+        --distill-hidden-weight 1 --max-steps 1750 --lr 5e-4 --peak-at 0.1 ...
     # several GPUs: the same command under `accelerate launch` (DDP), or plain python (Trainer's DataParallel);
     # --batch-size is per device, so halve it on two GPUs to keep the global batch
     accelerate launch --multi_gpu --num_processes 2 examples/pretrain_mlm.py --output-dir /tmp/mlm --max-steps 20000

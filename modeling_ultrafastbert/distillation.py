@@ -22,6 +22,10 @@ student layer's output state is pulled towards the state of the teacher layer at
 size (ValueError otherwise); depths may differ. The states are compared after standardising each token's vector (a
 LayerNorm without weights), because pre-LayerNorm residual streams grow in scale with depth and from model to model.
 
+Masked-LM heads (one distribution per token over the vocabulary) distill the same way at the labelled (masked)
+positions only, which needs the same vocabulary (`check_teacher_compatible`); `copy_teacher_weights` starts a student
+from its teacher's weights (DistilBERT's initialisation). `examples/pretrain_mlm.py --teacher` uses both.
+
 This module is used by `examples/run_glue.py` (``--teacher``, ``--distill-hidden-weight``); it is not part of the
 remote code of checkpoints.
 """
