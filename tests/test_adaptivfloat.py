@@ -417,6 +417,56 @@ def test_8bit_kernel_with_residual_equals_kernel_then_add(cpu_kernel, trees, dep
                                                  residual=residual.double())
 
 
+# The 8-bit walk decodes a node's input row once for each run of tokens at that node (groups of up to 8), gathers lone
+# tokens into groups of 8, decodes the output rows of nodes visited by several tokens once per block of outputs, and
+# handles the weights after the last full block of 32 apart (16 at a time, then one by one). Inputs that exercise each
+# path: repeated tokens (runs longer than 8, shared at every level), 1, 2, 9 and more tokens than a chunk, 1 and 2
+# threads, hidden sizes with and without a tail, many zero codes of both signs.
+@pytest.mark.parametrize("hidden", [32, 64, 80, 100, 307])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_8bit_kernel_shared_rows_and_tails_equal_fp32_kernel(cpu_kernel, hidden, threads):
+    from modeling_ultrafastbert.fast_feedforward import fff_conditional_torch
+
+    generator = torch.Generator().manual_seed(hidden)
+    trees, depth = 2, 6
+    nodes = 2 ** (depth + 1) - 1
+    in_weight = torch.randn(trees, nodes, hidden, generator=generator) / hidden**0.5
+    out_weight = torch.randn(trees, nodes, hidden, generator=generator)
+    for w in (in_weight, out_weight):
+        w[torch.rand(w.shape, generator=generator) < 0.2] = 0.0
+    in_codes, in_exp = adaptivfloat_quantize(in_weight)
+    out_codes, out_exp = adaptivfloat_quantize(out_weight)
+    for codes in (in_codes, out_codes):  # "-0" codes, never produced by the quantizer, also decode to zero
+        codes[(codes == 0) & (torch.rand(codes.shape, generator=generator) < 0.5)] = 128
+    assert bool((in_codes == 128).any()) and bool((out_codes == 0).any())
+    in_bias = torch.randn(trees, nodes, generator=generator) * 0.1
+    w1, w2 = adaptivfloat_dequantize(in_codes, in_exp), adaptivfloat_dequantize(out_codes, out_exp)
+    base = torch.randn(40, hidden, generator=generator)
+    x = torch.cat([base[:1].repeat(20, 1), base[1:3].repeat_interleave(9, 0), base[3:]])
+    x = x[torch.randperm(len(x), generator=generator)]
+    residual = torch.randn(len(x), hidden, generator=generator)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for n in (len(x), 1, 2, 9):
+                got = cpu_kernel.fff_forward_adaptivfloat8(x[:n], in_codes, in_exp, in_bias, out_codes, out_exp)
+                torch.testing.assert_close(got, cpu_kernel.fff_forward(x[:n], w1, in_bias, w2), rtol=1e-6, atol=1e-6)
+                walked = fff_conditional_torch(x[:n].double(), w1.double(), in_bias.double(), w2.double())
+                torch.testing.assert_close(got.double(), walked, rtol=1e-4, atol=1e-4)  # the same decisions
+                fused = cpu_kernel.fff_forward_adaptivfloat8(x[:n], in_codes, in_exp, in_bias, out_codes, out_exp,
+                                                             residual=residual[:n])
+                assert torch.equal(fused, residual[:n] + got)
+            # repeated tokens get the same outputs as when they come alone (shared rows change nothing)
+            alone = cpu_kernel.fff_forward_adaptivfloat8(base[:3], in_codes, in_exp, in_bias, out_codes, out_exp)
+            together = cpu_kernel.fff_forward_adaptivfloat8(x, in_codes, in_exp, in_bias, out_codes, out_exp)
+            for row in range(3):
+                torch.testing.assert_close(together[(x == base[row]).all(1)], alone[row].expand(
+                    int((x == base[row]).all(1).sum()), hidden), rtol=1e-6, atol=1e-6)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_8bit_layer_adds_the_residual_in_the_kernel(cpu_kernel):
     layer = AdaptivFloatFastFeedForward(48, 4).eval()
     with torch.no_grad():

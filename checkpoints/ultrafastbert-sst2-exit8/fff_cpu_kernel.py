@@ -21,6 +21,8 @@ it. Tokens are processed in chunks spread over torch's threads (``at::parallel_f
 computed level by level with the tokens kept sorted by their current node, so a row shared by a group of tokens (the
 top levels) is loaded once for the whole group, and unshared rows are read by 8 interleaved dot products; then each
 token's output is accumulated over its visited nodes in registers and written once. fp32 accumulation throughout.
+The AdaptivFloat-8 op (``fff_forward_cpu_af8``) walks the same way over 8-bit rows decoded in registers, decoding each
+row once for all the tokens of a chunk that visit its node (see walk_chunk_af8).
 """
 
 import hashlib
@@ -61,6 +63,7 @@ _CPP_SOURCE = r"""
 #include <limits>
 #include <mutex>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -81,21 +84,6 @@ inline float bf16_to_float(uint16_t v) {
 inline float load_w(const float* p, int64_t i) { return p[i]; }
 inline float load_w(const uint16_t* p, int64_t i) { return bf16_to_float(p[i]); }
 
-// AdaptivFloat<8, 3> codes (sign | 3 exponent bits | 4 mantissa bits) decoded arithmetically to their "unit" values
-// 2**field * (1 + mantissa/16), i.e. with exponent bias 0: the fp32 bit pattern is the 7 magnitude bits shifted
-// under the fp32 exponent (+127) and the sign moved to bit 31; the magnitude-0 codes are zero. The tensor's scale
-// 2**exponent_bias is applied to the dot product and to the gate instead, which is exact (a power of two): the result
-// equals the fp32 kernel on the decoded weights to fp32 rounding (mostly bit for bit).
-constexpr uint32_t kAf8MantissaBits = 4;
-inline float af8_unit(uint8_t c) {
-  const uint32_t mag = c & 0x7Fu;
-  uint32_t u = mag == 0 ? 0u : (((mag << (23 - kAf8MantissaBits)) + (127u << 23)) | (uint32_t(c & 0x80u) << 24));
-  float f;
-  std::memcpy(&f, &u, sizeof(f));
-  return f;
-}
-inline float load_w(const uint8_t* p, int64_t i) { return af8_unit(p[i]); }
-
 inline f32x16 load16(const float* p) {
   f32x16 v;
   std::memcpy(&v, p, sizeof(v));
@@ -108,25 +96,6 @@ inline f32x16 load16(const uint16_t* p) {  // bf16 -> fp32 is a 16-bit left shif
   f32x16 v;
   std::memcpy(&v, &u, sizeof(v));
   return v;
-}
-inline f32x16 load16(const uint8_t* p) {  // 16 codes -> 16 floats in registers: zero-extend, shift, add, mask
-#if defined(__AVX512F__)
-  // with intrinsics (GCC scalarises the generic uint8 -> uint32 vector conversion). Sign-extending puts copies of the
-  // sign above the 7 magnitude bits: shifted under the fp32 exponent, masked to (sign | magnitude) and offset by the
-  // exponent 127 (no carry reaches the sign), zeroed where the magnitude is 0. 5 instructions per 16 weights.
-  const __m512i s = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  const __mmask16 nonzero = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
-  const __m512i fields = _mm512_and_si512(_mm512_slli_epi32(s, 23 - kAf8MantissaBits),
-                                          _mm512_set1_epi32(int32_t(0x80000000u | (0x7Fu << (23 - kAf8MantissaBits)))));
-  const __m512i bits = _mm512_maskz_add_epi32(nonzero, fields, _mm512_set1_epi32(127 << 23));
-  f32x16 v;
-  std::memcpy(&v, &bits, sizeof(v));
-  return v;
-#else
-  f32x16 v;
-  for (int i = 0; i < 16; ++i) v[i] = af8_unit(p[i]);
-  return v;
-#endif
 }
 inline void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof(v)); }
 
@@ -239,7 +208,7 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
   }
   for (int g = 0; g < G; ++g) {
     const int64_t i = order[j + g];
-    z[g] = z[g] * in_scale + tree_bias[ng[g]];  // in_scale: 1, or 2**exponent_bias of AdaptivFloat rows (exact)
+    z[g] = z[g] * in_scale + tree_bias[ng[g]];  // in_scale: 1 (the 8-bit rows have their own walk, walk_chunk_af8)
     gates[i * levels + level] = gelu(z[g]);
     path[i * levels + level] = ng[g];
     node[i] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
@@ -329,11 +298,380 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
   }
 }
 
+// ------------------------------------------------------------------------------------------- AdaptivFloat-8 rows
+// AdaptivFloat<8, 3> codes (sign | 3 exponent bits | 4 mantissa bits) are decoded to twice their "unit" value,
+// 2 * 2**field * (1 + mantissa/16): its fp32 exponent 128 + field has the bits 1000 0fff, so the decode needs no
+// addition, only the 7 magnitude bits shifted under the exponent, the sign at bit 31 and the constant bit 30 (one
+// vpternlogd: (bits & keep) | set). The magnitude-0 codes are zero. The tensor's scale 2**(exponent_bias - 1) is applied
+// to the dot product and to the gate instead, which is exact (a power of two): the result equals the fp32 kernel on the
+// decoded weights to fp32 rounding (mostly bit for bit: the same products, summed in the same order).
+constexpr uint32_t kAf8Shift = 19;                                // magnitude bits 6..0 -> fp32 bits 25..19
+constexpr uint32_t kAf8Keep = 0x80000000u | (0x7Fu << kAf8Shift);  // sign and magnitude
+constexpr uint32_t kAf8Set = 1u << 30;                            // the exponent's top bit (128)
+constexpr int64_t kAf8Block = 32;                                 // weights per packed block
+
+inline float af8_value2(uint8_t c) {
+  const uint32_t mag = c & 0x7Fu;
+  const uint32_t u = mag == 0 ? 0u : (uint32_t(c & 0x80u) << 24) | kAf8Set | (mag << kAf8Shift);
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// Packed layout of the 8-bit rows (pack_af8): per node [in codes (H) | out codes (H)], as the fp32 kernel packs its
+// rows, except that each full block of 32 weights is interleaved, weight j at byte 2j and weight 16 + j at byte 2j + 1:
+// one sign extension to 16-bit lanes then puts weight j in the low and weight 16 + j in the high half of dword j, and a
+// shift by 19 or by 3 moves either under the fp32 exponent, in natural order. The H % 32 codes after the last full
+// block stay in natural order.
+struct Af8Rows {
+  const uint8_t* base;  // node 0 of tree 0
+  int64_t H, blocks, half, row;  // row: bytes per node; half: offset of the out codes
+
+  static Af8Rows layout(int64_t H) { return {nullptr, H, H / kAf8Block, H, 2 * H}; }
+  int64_t in_bytes() const { return H; }  // what the walk reads of a node (prefetched)
+};
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define UFB_AF8_AVX512 1
+typedef __mmask16 af8_mask_t;
+inline __m512 to_m512(f32x16 v) { __m512 r; std::memcpy(&r, &v, sizeof(r)); return r; }
+inline f32x16 from_m512(__m512 v) { f32x16 r; std::memcpy(&r, &v, sizeof(r)); return r; }
+// One full block -> lo (weights 0..15), hi (16..31), and the masks of their non-zero codes, which decode to +-2 here:
+// 7 instructions per 32 weights (the old decode took 10). Storing the masks with the rows instead would not save the
+// instruction (kmovw k, m16 also occupies port 5) and would make every row longer.
+inline void af8_decode32(const uint8_t* p, f32x16& lo, f32x16& hi, af8_mask_t& mlo, af8_mask_t& mhi) {
+  const __m512i s = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i keep = _mm512_set1_epi32(int32_t(kAf8Keep)), set = _mm512_set1_epi32(int32_t(kAf8Set));
+  mlo = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
+  mhi = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F << 16));
+  // 0xEA: (a & b) | c. Shifting dword j by 19 drops its high half; by 3, the low half's bits land under the kept ones
+  lo = from_m512(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(s, 3 + 16), keep, set, 0xEA)));
+  hi = from_m512(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(s, 3), keep, set, 0xEA)));
+}
+// the same with the zero codes zeroed (for a row decoded once for several tokens)
+inline void af8_decode32_exact(const uint8_t* p, f32x16& lo, f32x16& hi) {
+  const __m512i s = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  const __m512i keep = _mm512_set1_epi32(int32_t(kAf8Keep)), set = _mm512_set1_epi32(int32_t(kAf8Set));
+  const __mmask16 mlo = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
+  const __mmask16 mhi = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F << 16));
+  lo = from_m512(_mm512_castsi512_ps(
+      _mm512_maskz_ternarylogic_epi32(mlo, _mm512_slli_epi32(s, 3 + 16), keep, set, 0xEA)));
+  hi = from_m512(_mm512_castsi512_ps(_mm512_maskz_ternarylogic_epi32(mhi, _mm512_slli_epi32(s, 3), keep, set, 0xEA)));
+}
+// acc + a * w on the lanes of non-zero codes; the others keep acc, which is what adding a * 0 gives (acc is never -0)
+inline f32x16 fma_nz(f32x16 acc, f32x16 a, f32x16 w, af8_mask_t m) {
+  return from_m512(_mm512_mask3_fmadd_ps(to_m512(a), to_m512(w), to_m512(acc), m));
+}
+// 16 codes in natural order (the part after the last full block), zeros exact: 4 instructions per 16 weights
+inline f32x16 af8_load16(const uint8_t* p) {
+  const __m512i s = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __mmask16 nonzero = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
+  return from_m512(_mm512_castsi512_ps(_mm512_maskz_ternarylogic_epi32(
+      nonzero, _mm512_slli_epi32(s, kAf8Shift), _mm512_set1_epi32(int32_t(kAf8Keep)),
+      _mm512_set1_epi32(int32_t(kAf8Set)), 0xEA)));
+}
+#else
+// portable: element by element, the zeros decoded exactly, so the masks are not needed
+typedef uint16_t af8_mask_t;
+inline void af8_decode32_exact(const uint8_t* p, f32x16& lo, f32x16& hi) {
+  for (int j = 0; j < 16; ++j) { lo[j] = af8_value2(p[2 * j]); hi[j] = af8_value2(p[2 * j + 1]); }
+}
+inline void af8_decode32(const uint8_t* p, f32x16& lo, f32x16& hi, af8_mask_t& mlo, af8_mask_t& mhi) {
+  af8_decode32_exact(p, lo, hi);
+  mlo = mhi = 0xFFFF;
+}
+inline f32x16 fma_nz(f32x16 acc, f32x16 a, f32x16 w, af8_mask_t) { return acc + a * w; }
+inline f32x16 af8_load16(const uint8_t* p) {
+  f32x16 v;
+  for (int i = 0; i < 16; ++i) v[i] = af8_value2(p[i]);
+  return v;
+}
+#endif
+
+// the weights after the last full block: 16 at a time in natural order, then one by one
+inline void af8_dot_rest(const float* x, const uint8_t* w, const Af8Rows& R, f32x16& a, float& tail) {
+  int64_t h = R.blocks * kAf8Block;
+  if (h + 16 <= R.H) {
+    a += load16(x + h) * af8_load16(w + h);
+    h += 16;
+  }
+  for (; h < R.H; ++h) tail += x[h] * af8_value2(w[h]);
+}
+
+// G dot products, each token with its own row (the rows of the deep levels): as dot_group, a and b summing the even
+// and odd 16-weight slices, so the sums are those of the fp32 kernel's dot_group
+template <int G>
+inline void dot_group_af8(const float* const* x, const uint8_t* const* w, const Af8Rows& R, float* out) {
+  f32x16 a[G], b[G];
+  for (int g = 0; g < G; ++g) { a[g] = f32x16{0}; b[g] = f32x16{0}; }
+  for (int64_t k = 0; k < R.blocks; ++k) {
+    const int64_t h = k * kAf8Block;
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      f32x16 lo, hi;
+      af8_mask_t mlo, mhi;
+      af8_decode32(w[g] + h, lo, hi, mlo, mhi);
+      a[g] = fma_nz(a[g], load16(x[g] + h), lo, mlo);
+      b[g] = fma_nz(b[g], load16(x[g] + h + 16), hi, mhi);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    af8_dot_rest(x[g], w[g], R, a[g], tail);
+    out[g] = hsum(a[g] + b[g]) + tail;
+  }
+}
+
+// G tokens at one node (a run of the sorted order): the row is decoded once for all of them
+template <int G>
+inline void dot_shared_af8(const float* const* x, const uint8_t* w, const Af8Rows& R, float* out) {
+  f32x16 a[G], b[G];
+  for (int g = 0; g < G; ++g) { a[g] = f32x16{0}; b[g] = f32x16{0}; }
+  for (int64_t k = 0; k < R.blocks; ++k) {
+    const int64_t h = k * kAf8Block;
+    f32x16 lo, hi;
+    af8_decode32_exact(w + h, lo, hi);
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g) {
+      a[g] += load16(x[g] + h) * lo;
+      b[g] += load16(x[g] + h + 16) * hi;
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    af8_dot_rest(x[g], w, R, a[g], tail);
+    out[g] = hsum(a[g] + b[g]) + tail;
+  }
+}
+
+// runtime group size -> template (a run is cut into groups of at most kGroup)
+template <bool Shared>
+inline void dot_af8(int g, const float* const* x, const uint8_t* const* w, const Af8Rows& R, float* out) {
+  switch (g) {
+#define UFB_AF8_CASE(G) \
+    case G: if (Shared) dot_shared_af8<G>(x, w[0], R, out); else dot_group_af8<G>(x, w, R, out); break;
+    UFB_AF8_CASE(1) UFB_AF8_CASE(2) UFB_AF8_CASE(3) UFB_AF8_CASE(4)
+    UFB_AF8_CASE(5) UFB_AF8_CASE(6) UFB_AF8_CASE(7) UFB_AF8_CASE(8)
+#undef UFB_AF8_CASE
+    default: break;
+  }
+}
+
+// One token's outputs [b, b + 16 V) of one tree, accumulated in registers over the levels as accumulate_outputs: the
+// first `shared` levels from rows already decoded into `scratch` (their nodes are visited by several tokens of the
+// chunk), the others decoded here. gate: the gates times the out scale.
+template <int V>
+inline void accumulate_block_af8(float* yi, const float* ri, bool first, const uint8_t* tree, const Af8Rows& R,
+                                 int64_t b, const float* gate, const int64_t* path, const int32_t* slot,
+                                 int64_t shared, int64_t levels, const float* scratch) {
+  static_assert(V % 2 == 0, "blocks of 32 weights");
+  f32x16 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = first ? f32x16{0} : load16(yi + b + 16 * v);
+  for (int64_t l = 0; l < shared; ++l) {
+    const float* w = scratch + int64_t(slot[l]) * (16 * V);
+    const f32x16 a = f32x16{0} + gate[l];
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) acc[v] += a * load16(w + 16 * v);
+  }
+  for (int64_t l = shared; l < levels; ++l) {
+    const uint8_t* half = tree + path[l] * R.row + R.half;
+    const f32x16 a = f32x16{0} + gate[l];
+#pragma GCC unroll 8
+    for (int v = 0; v < V; v += 2) {
+      f32x16 lo, hi;
+      af8_mask_t mlo, mhi;
+      af8_decode32(half + b + 16 * v, lo, hi, mlo, mhi);
+      acc[v] = fma_nz(acc[v], a, lo, mlo);
+      acc[v + 1] = fma_nz(acc[v + 1], a, hi, mhi);
+    }
+  }
+  if (ri != nullptr) {
+    for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, load16(ri + b + 16 * v) + acc[v]);
+  } else {
+    for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
+  }
+}
+
+// the outputs after the last full block, for one token: 16 at a time in natural order, then one by one
+inline void accumulate_rest_af8(float* yi, const float* ri, bool first, const uint8_t* tree, const Af8Rows& R,
+                                const float* gate, const int64_t* path, int64_t levels) {
+  int64_t b = R.blocks * kAf8Block;
+  for (; b + 16 <= R.H; b += 16) {
+    f32x16 acc = first ? f32x16{0} : load16(yi + b);
+    for (int64_t l = 0; l < levels; ++l) acc += gate[l] * af8_load16(tree + path[l] * R.row + R.half + b);
+    store16(yi + b, ri != nullptr ? load16(ri + b) + acc : acc);
+  }
+  for (; b < R.H; ++b) {
+    float s = first ? 0.f : yi[b];
+    for (int64_t l = 0; l < levels; ++l) s += gate[l] * af8_value2(tree[path[l] * R.row + R.half + b]);
+    yi[b] = ri != nullptr ? ri[b] + s : s;
+  }
+}
+
+// walk_chunk for 8-bit rows. Decoding costs more than the FMA it feeds, so a row is decoded once for all the tokens of
+// the chunk that visit its node: at each level the tokens (sorted by node) are cut into runs of one node; a run of
+// several tokens reads its input row with dot_shared_af8 (one decode per up to 8 tokens), lone tokens are gathered into
+// groups of 8 for dot_group_af8 (8 independent rows in flight). A node visited by several tokens gets a slot; its
+// output row is decoded once per block of outputs into `scratch` (in L1), and every token adds it from there. A node
+// is shared only when its parent is, so each token's shared levels are its first ones.
+void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const Af8Rows& R, const float* bias,
+                    int64_t K, int64_t N, int64_t levels, float in_scale, float out_scale, const float* residual,
+                    int64_t rs) {
+  const int64_t C = t1 - t0;
+  const int64_t in_bytes = R.in_bytes();
+  std::vector<int64_t> node(C), order(C), next(C), path(C * levels), shared(C);
+  std::vector<int32_t> slot(C * levels);
+  std::vector<int64_t> slot_node;
+  std::vector<float> gates(C * levels), dots(C), scratch;
+  const float* xc = x + t0 * xs;
+  for (int64_t k = 0; k < K; ++k) {
+    const uint8_t* tree = R.base + k * N * R.row;
+    const float* tree_bias = bias + k * N;
+    for (int64_t i = 0; i < C; ++i) { node[i] = 0; order[i] = i; shared[i] = 0; }
+    slot_node.clear();
+    for (int64_t level = 0; level < levels; ++level) {
+      const bool last = level + 1 == levels;
+      const float* xg[kGroup];
+      const uint8_t* wg[kGroup];
+      int64_t lone[kGroup];
+      int lone_count = 0;
+      auto flush_lone = [&]() {
+        for (int g = 0; g < lone_count; ++g) { xg[g] = xc + lone[g] * xs; wg[g] = tree + node[lone[g]] * R.row; }
+        float z[kGroup];
+        dot_af8<false>(lone_count, xg, wg, R, z);
+        for (int g = 0; g < lone_count; ++g) dots[lone[g]] = z[g];
+        lone_count = 0;
+      };
+      int64_t prefetched = 0;  // order positions whose rows were prefetched
+      for (int64_t j = 0; j < C;) {
+        const int64_t n = node[order[j]];
+        int64_t e = j + 1;
+        while (e < C && node[order[e]] == n) ++e;
+        // prefetch the distinct rows of the next tokens while this run computes
+        for (; prefetched < std::min(C, e + kGroup); ++prefetched) {
+          const int64_t nn = node[order[prefetched]];
+          if (prefetched == 0 || nn != node[order[prefetched - 1]]) prefetch_bytes<3>(tree + nn * R.row, in_bytes);
+        }
+        if (C <= 2 && !last) {
+          // a lone walk cannot know its next row before its dot is done; fetch both children's input rows meanwhile
+          prefetch_bytes<3>(tree + (2 * n + 1) * R.row, in_bytes);
+          prefetch_bytes<3>(tree + (2 * n + 2) * R.row, in_bytes);
+        }
+        if (e - j == 1) {
+          lone[lone_count++] = order[j];
+          if (lone_count == kGroup) flush_lone();
+        } else {
+          const int32_t s = int32_t(slot_node.size());
+          slot_node.push_back(n);
+          for (int64_t m = j; m < e; ++m) {
+            slot[order[m] * levels + level] = s;
+            shared[order[m]] = level + 1;
+          }
+          const uint8_t* w = tree + n * R.row;
+          for (int64_t m = j; m < e; m += kGroup) {
+            const int g = int(std::min<int64_t>(kGroup, e - m));
+            for (int q = 0; q < g; ++q) xg[q] = xc + order[m + q] * xs;
+            float z[kGroup];
+            dot_af8<true>(g, xg, &w, R, z);
+            for (int q = 0; q < g; ++q) dots[order[m + q]] = z[q];
+          }
+        }
+        j = e;
+      }
+      if (lone_count > 0) flush_lone();
+      for (int64_t i = 0; i < C; ++i) {
+        const int64_t nd = node[i];
+        const float z = dots[i] * in_scale + tree_bias[nd];  // in_scale: 2**(exponent_bias - 1), exact
+        gates[i * levels + level] = gelu(z) * out_scale;    // out_scale: likewise, exact
+        path[i * levels + level] = nd;
+        node[i] = 2 * nd + 1 + (z > 0.f ? 1 : 0);  // ties (and NaN) go left
+      }
+      if (last || C < 2) continue;
+      // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
+      int64_t out = 0;
+      for (int64_t j = 0; j < C;) {
+        const int64_t parent = (node[order[j]] - 1) / 2;
+        int64_t e = j;
+        while (e < C && (node[order[e]] - 1) / 2 == parent) ++e;
+        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 1) next[out++] = order[m];
+        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 0) next[out++] = order[m];
+        j = e;
+      }
+      std::swap(order, next);
+    }
+    // outputs: blocks of 128 (then 32) outputs, each block for all the chunk's tokens in turn, so that the shared nodes'
+    // pieces of output rows, decoded once per block into scratch, stay in L1 (a few KB) while every token adds them
+    const bool first = k == 0;
+    const float* rk = residual != nullptr && k + 1 == K ? residual + t0 * rs : nullptr;
+    const int64_t slots = int64_t(slot_node.size());
+    auto pass = [&](auto width, int64_t b) {
+      constexpr int V = decltype(width)::value;
+      scratch.resize(std::max<size_t>(scratch.size(), size_t(slots * 16 * V)));
+      for (int64_t s = 0; s < slots; ++s) {
+        const uint8_t* half = tree + slot_node[s] * R.row + R.half;
+        for (int v = 0; v < V; v += 2) {
+          f32x16 lo, hi;
+          af8_decode32_exact(half + b + 16 * v, lo, hi);
+          store16(scratch.data() + s * 16 * V + 16 * v, lo);
+          store16(scratch.data() + s * 16 * V + 16 * v + 16, hi);
+        }
+      }
+      for (int64_t i = 0; i < C; ++i) {
+        if (i + 1 < C) {  // the next token's pieces of its own (unshared) output rows, into L1
+          for (int64_t l = shared[i + 1]; l < levels; ++l) {
+            const uint8_t* half = tree + path[(i + 1) * levels + l] * R.row + R.half;
+            prefetch_bytes<3>(half + b, 16 * V);
+          }
+        }
+        accumulate_block_af8<V>(y + (t0 + i) * R.H, rk != nullptr ? rk + i * rs : nullptr, first, tree, R, b,
+                                gates.data() + i * levels, path.data() + i * levels, slot.data() + i * levels,
+                                shared[i], levels, scratch.data());
+      }
+    };
+    const int64_t full = R.blocks * kAf8Block;
+    int64_t b = 0;
+    for (; b + 128 <= full; b += 128) pass(std::integral_constant<int, 8>(), b);
+    for (; b + 32 <= full; b += 32) pass(std::integral_constant<int, 2>(), b);
+    if (full < R.H) {
+      for (int64_t i = 0; i < C; ++i)
+        accumulate_rest_af8(y + (t0 + i) * R.H, rk != nullptr ? rk + i * rs : nullptr, first, tree, R,
+                            gates.data() + i * levels, path.data() + i * levels, levels);
+    }
+  }
+}
+
+// tokens per chunk of the 8-bit walk (more tokens share more rows; the chunk's x rows stay in L2)
+constexpr int64_t kAf8Chunk = 32;
+
+// Packs in_codes / out_codes (K, N, H) uint8 into the layout of Af8Rows, node-major (one contiguous row per node)
+at::Tensor pack_af8(const at::Tensor& w1, const at::Tensor& w2) {
+  const int64_t K = w1.size(0), N = w1.size(1), H = w1.size(2);
+  const Af8Rows R = Af8Rows::layout(H);
+  at::Tensor packed = at::empty({K, N, R.row}, w1.options().dtype(at::kByte));
+  const at::Tensor c1 = w1.contiguous(), c2 = w2.contiguous();
+  const uint8_t* s1 = c1.data_ptr<uint8_t>();
+  const uint8_t* s2 = c2.data_ptr<uint8_t>();
+  uint8_t* dst = packed.data_ptr<uint8_t>();
+  at::parallel_for(0, K * N, 256, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const uint8_t* src = (h2 == 0 ? s1 : s2) + n * H;
+        uint8_t* d = dst + n * R.row + h2 * R.half;
+        for (int64_t k = 0; k < R.blocks; ++k)
+          for (int j = 0; j < 32; ++j) d[k * kAf8Block + (j < 16 ? 2 * j : 2 * (j - 16) + 1)] = src[k * kAf8Block + j];
+        for (int64_t h = R.blocks * kAf8Block; h < H; ++h) d[h] = src[h];
+      }
+    }
+  });
+  return packed;
+}
+
 struct PackedEntry {
   c10::weak_intrusive_ptr<c10::TensorImpl> w1, b, w2;
   const c10::TensorImpl *i1, *ib, *i2;
   const void *p1, *pb, *p2;
   int64_t v1, vb, v2;
+  bool af8;  // packed by pack_af8
   at::Tensor packed, bias;
 };
 
@@ -345,13 +683,14 @@ int64_t version_of(const at::Tensor& t) {
   return t.is_inference() ? -1 : int64_t(t._version());
 }
 
-std::tuple<at::Tensor, at::Tensor> packed_weights(const at::Tensor& w1, const at::Tensor& b, const at::Tensor& w2) {
+std::tuple<at::Tensor, at::Tensor> packed_weights(const at::Tensor& w1, const at::Tensor& b, const at::Tensor& w2,
+                                                  bool af8 = false) {
   std::lock_guard<std::mutex> guard(cache_mutex);
   const int64_t v1 = version_of(w1), vb = version_of(b), v2 = version_of(w2);
   for (auto& e : cache) {
     if (e.i1 == w1.unsafeGetTensorImpl() && e.ib == b.unsafeGetTensorImpl() && e.i2 == w2.unsafeGetTensorImpl() &&
         !e.w1.expired() && !e.b.expired() && !e.w2.expired() && e.p1 == w1.data_ptr() && e.pb == b.data_ptr() &&
-        e.p2 == w2.data_ptr() && e.v1 == v1 && e.vb == vb && e.v2 == v2 &&
+        e.p2 == w2.data_ptr() && e.v1 == v1 && e.vb == vb && e.v2 == v2 && e.af8 == af8 &&
         e.packed.scalar_type() == w1.scalar_type()) {
       return {e.packed, e.bias};
     }
@@ -360,13 +699,13 @@ std::tuple<at::Tensor, at::Tensor> packed_weights(const at::Tensor& w1, const at
   cache.erase(std::remove_if(cache.begin(), cache.end(), [&](const PackedEntry& e) {
     return e.w1.expired() || e.b.expired() || e.w2.expired() || e.i1 == w1.unsafeGetTensorImpl();
   }), cache.end());
-  at::Tensor packed = at::cat({w1, w2}, 2).contiguous();
+  at::Tensor packed = af8 ? pack_af8(w1, w2) : at::cat({w1, w2}, 2).contiguous();
   at::Tensor bias = b.to(at::kFloat).contiguous();
   PackedEntry e{c10::weak_intrusive_ptr<c10::TensorImpl>(w1.getIntrusivePtr()),
                 c10::weak_intrusive_ptr<c10::TensorImpl>(b.getIntrusivePtr()),
                 c10::weak_intrusive_ptr<c10::TensorImpl>(w2.getIntrusivePtr()),
                 w1.unsafeGetTensorImpl(), b.unsafeGetTensorImpl(), w2.unsafeGetTensorImpl(),
-                w1.data_ptr(), b.data_ptr(), w2.data_ptr(), v1, vb, v2, packed, bias};
+                w1.data_ptr(), b.data_ptr(), w2.data_ptr(), v1, vb, v2, af8, packed, bias};
   cache.push_back(e);
   return {packed, bias};
 }
@@ -462,7 +801,7 @@ at::Tensor fff_af8_impl(const at::Tensor& x, const at::Tensor& w1, int64_t in_ex
   if (T == 0 || H == 0) return residual != nullptr ? residual->clone() : at::zeros({T, H}, x.options());
   at::Tensor y = at::empty({T, H}, x.options().dtype(at::kFloat));
   at::Tensor packed, bias;
-  std::tie(packed, bias) = packed_weights(w1, b, w2);
+  std::tie(packed, bias) = packed_weights(w1, b, w2, /*af8=*/true);
   at::Tensor xf = x;
   if (x.scalar_type() != at::kFloat || x.stride(1) != 1) xf = x.to(at::kFloat).contiguous();
   const float* xp = xf.data_ptr<float>();
@@ -471,16 +810,19 @@ at::Tensor fff_af8_impl(const at::Tensor& x, const at::Tensor& w1, int64_t in_ex
   const int64_t rs = residual != nullptr ? rf.stride(0) : 0;
   float* yp = y.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
-  const uint8_t* wp = packed.data_ptr<uint8_t>();
-  const float in_scale = std::ldexp(1.f, int(in_exponent_bias)), out_scale = std::ldexp(1.f, int(out_exponent_bias));
+  Af8Rows R = Af8Rows::layout(H);
+  R.base = packed.data_ptr<uint8_t>();
+  // the rows decode to twice their unit values (see af8_value2): scales 2**(exponent_bias - 1)
+  const float in_scale = std::ldexp(1.f, int(in_exponent_bias) - 1);
+  const float out_scale = std::ldexp(1.f, int(out_exponent_bias) - 1);
 
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(32, (T + threads - 1) / threads));
+  const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(kAf8Chunk, (T + threads - 1) / threads));
   const int64_t chunks = (T + chunk - 1) / chunk;
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t t0 = c * chunk, t1 = std::min(T, t0 + chunk);
-      walk_chunk<uint8_t>(xp, xs, yp, t0, t1, wp, bp, K, N, levels, H, in_scale, out_scale, rp, rs);
+      walk_chunk_af8(xp, xs, yp, t0, t1, R, bp, K, N, levels, in_scale, out_scale, rp, rs);
     }
   });
   return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
