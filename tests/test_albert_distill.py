@@ -646,6 +646,7 @@ def test_copy_teacher_weights_reshapes_the_dense_twin_into_a_tree():
         copy_teacher_weights(UltraFastBertForMaskedLM(tiny_config(fff_depth=2, vocab_size=100)), teacher)
 
 
+@needs_sst2
 def test_pretrain_mlm_with_a_teacher(tmp_path):
     pretrain_mlm = _load_script("pretrain_mlm")
     common = ["--sst2-train", str(SST2_DIR / "train.tsv"), "--max-lines", "400", "--vocab-size", "300",
