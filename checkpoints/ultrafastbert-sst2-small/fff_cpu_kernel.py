@@ -333,34 +333,21 @@ struct Af8Rows {
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #define UFB_AF8_AVX512 1
-typedef __mmask16 af8_mask_t;
 inline __m512 to_m512(f32x16 v) { __m512 r; std::memcpy(&r, &v, sizeof(r)); return r; }
 inline f32x16 from_m512(__m512 v) { f32x16 r; std::memcpy(&r, &v, sizeof(r)); return r; }
-// One full block -> lo (weights 0..15), hi (16..31), and the masks of their non-zero codes, which decode to +-2 here:
-// 7 instructions per 32 weights (the old decode took 10). Storing the masks with the rows instead would not save the
-// instruction (kmovw k, m16 also occupies port 5) and would make every row longer.
-inline void af8_decode32(const uint8_t* p, f32x16& lo, f32x16& hi, af8_mask_t& mlo, af8_mask_t& mhi) {
-  const __m512i s = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  const __m512i keep = _mm512_set1_epi32(int32_t(kAf8Keep)), set = _mm512_set1_epi32(int32_t(kAf8Set));
-  mlo = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
-  mhi = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F << 16));
-  // 0xEA: (a & b) | c. Shifting dword j by 19 drops its high half; by 3, the low half's bits land under the kept ones
-  lo = from_m512(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(s, 3 + 16), keep, set, 0xEA)));
-  hi = from_m512(_mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_slli_epi32(s, 3), keep, set, 0xEA)));
-}
-// the same with the zero codes zeroed (for a row decoded once for several tokens)
+// One full block -> lo (weights 0..15), hi (16..31), the zero codes exactly zero: 6 instructions per 32 weights (the
+// old decode took 7, plus the masks of its FMAs), and the FMAs need no mask. Each 16-bit half of
+// the sign-extended dword becomes its weight's bfloat16 (sign at bit 15 from the sign extension, exponent 1000 0fff,
+// mantissa; a word shift by 3 moves the code under it, masked to zero for the zero codes), and bf16 -> fp32 is a shift
+// of the low half (weight j) or a mask of the high half (weight 16 + j): the values of af8_value2.
 inline void af8_decode32_exact(const uint8_t* p, f32x16& lo, f32x16& hi) {
   const __m512i s = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  const __m512i keep = _mm512_set1_epi32(int32_t(kAf8Keep)), set = _mm512_set1_epi32(int32_t(kAf8Set));
-  const __mmask16 mlo = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F));
-  const __mmask16 mhi = _mm512_test_epi32_mask(s, _mm512_set1_epi32(0x7F << 16));
-  lo = from_m512(_mm512_castsi512_ps(
-      _mm512_maskz_ternarylogic_epi32(mlo, _mm512_slli_epi32(s, 3 + 16), keep, set, 0xEA)));
-  hi = from_m512(_mm512_castsi512_ps(_mm512_maskz_ternarylogic_epi32(mhi, _mm512_slli_epi32(s, 3), keep, set, 0xEA)));
-}
-// acc + a * w on the lanes of non-zero codes; the others keep acc, which is what adding a * 0 gives (acc is never -0)
-inline f32x16 fma_nz(f32x16 acc, f32x16 a, f32x16 w, af8_mask_t m) {
-  return from_m512(_mm512_mask3_fmadd_ps(to_m512(a), to_m512(w), to_m512(acc), m));
+  const __mmask32 nz = _mm512_test_epi16_mask(s, _mm512_set1_epi16(0x7F));
+  // before the shift: sign at bit 12, the exponent's top bit at 11, the 7 magnitude bits at 6..0
+  const __m512i t = _mm512_ternarylogic_epi32(s, _mm512_set1_epi16(0x107F), _mm512_set1_epi16(0x0800), 0xEA);
+  const __m512i bf = _mm512_maskz_slli_epi16(nz, t, 3);
+  lo = from_m512(_mm512_castsi512_ps(_mm512_slli_epi32(bf, 16)));
+  hi = from_m512(_mm512_castsi512_ps(_mm512_and_si512(bf, _mm512_set1_epi32(int32_t(0xFFFF0000u)))));
 }
 // 16 codes in natural order (the part after the last full block), zeros exact: 4 instructions per 16 weights
 inline f32x16 af8_load16(const uint8_t* p) {
@@ -372,15 +359,9 @@ inline f32x16 af8_load16(const uint8_t* p) {
 }
 #else
 // portable: element by element, the zeros decoded exactly, so the masks are not needed
-typedef uint16_t af8_mask_t;
 inline void af8_decode32_exact(const uint8_t* p, f32x16& lo, f32x16& hi) {
   for (int j = 0; j < 16; ++j) { lo[j] = af8_value2(p[2 * j]); hi[j] = af8_value2(p[2 * j + 1]); }
 }
-inline void af8_decode32(const uint8_t* p, f32x16& lo, f32x16& hi, af8_mask_t& mlo, af8_mask_t& mhi) {
-  af8_decode32_exact(p, lo, hi);
-  mlo = mhi = 0xFFFF;
-}
-inline f32x16 fma_nz(f32x16 acc, f32x16 a, f32x16 w, af8_mask_t) { return acc + a * w; }
 inline f32x16 af8_load16(const uint8_t* p) {
   f32x16 v;
   for (int i = 0; i < 16; ++i) v[i] = af8_value2(p[i]);
@@ -389,13 +370,43 @@ inline f32x16 af8_load16(const uint8_t* p) {
 #endif
 
 // the weights after the last full block: 16 at a time in natural order, then one by one
-inline void af8_dot_rest(const float* x, const uint8_t* w, const Af8Rows& R, f32x16& a, float& tail) {
+__attribute__((always_inline)) inline void af8_dot_rest(const float* x, const uint8_t* w, const Af8Rows& R,
+                                                       f32x16& a, float& tail) {
   int64_t h = R.blocks * kAf8Block;
+  if (h == R.H) return;
   if (h + 16 <= R.H) {
     a += load16(x + h) * af8_load16(w + h);
     h += 16;
   }
   for (; h < R.H; ++h) tail += x[h] * af8_value2(w[h]);
+}
+
+// out[g] = hsum(v[g]) for G <= 8 tokens at once, with hsum's additions in hsum's order (so the same sums): the
+// halves of two tokens' vectors are added in one instruction, then the quarters of four, then within each quarter
+template <int G>
+inline void hsum_group(const f32x16* v, float* out) {
+  static_assert(G >= 1 && G <= 8, "at most 8 tokens");
+#if defined(UFB_AF8_AVX512)
+  constexpr int P = (G + 1) / 2, Q = (P + 1) / 2;
+  __m512 u[4], r[2];
+  for (int p = 0; p < P; ++p) {
+    const __m512 a = to_m512(v[2 * p]), b = 2 * p + 1 < G ? to_m512(v[2 * p + 1]) : _mm512_setzero_ps();
+    // lanes 0..7: a's lo8 + hi8; lanes 8..15: b's
+    u[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  }
+  for (int q = 0; q < Q; ++q) {
+    const __m512 a = u[2 * q], b = 2 * q + 1 < P ? u[2 * q + 1] : _mm512_setzero_ps();
+    // quarter k: the lo4 + hi4 of token 4q + k
+    const __m512 w = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xDD));
+    const __m512 t = _mm512_add_ps(w, _mm512_permute_ps(w, 0x4E));  // (s0 + s2, s1 + s3, ...)
+    r[q] = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));            // (s0 + s2) + (s1 + s3) in lane 0
+  }
+  if (Q == 1) r[1] = _mm512_setzero_ps();
+  const __m512 all = _mm512_permutex2var_ps(r[0], _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 0, 0, 0, 0, 0, 0, 0), r[1]);
+  _mm512_mask_storeu_ps(out, __mmask16((1u << G) - 1), all);
+#else
+  for (int g = 0; g < G; ++g) out[g] = hsum(v[g]);
+#endif
 }
 
 // G dot products, each token with its own row (the rows of the deep levels): as dot_group, a and b summing the even
@@ -409,11 +420,16 @@ inline void dot_group_af8(const float* const* x, const uint8_t* const* w, const 
 #pragma GCC unroll 8
     for (int g = 0; g < G; ++g) {
       f32x16 lo, hi;
-      af8_mask_t mlo, mhi;
-      af8_decode32(w[g] + h, lo, hi, mlo, mhi);
-      a[g] = fma_nz(a[g], load16(x[g] + h), lo, mlo);
-      b[g] = fma_nz(b[g], load16(x[g] + h + 16), hi, mhi);
+      af8_decode32_exact(w[g] + h, lo, hi);
+      a[g] += load16(x[g] + h) * lo;
+      b[g] += load16(x[g] + h + 16) * hi;
     }
+  }
+  if (R.blocks * kAf8Block == R.H) {  // no rest: tail 0
+    for (int g = 0; g < G; ++g) a[g] += b[g];
+    hsum_group<G>(a, out);
+    for (int g = 0; g < G; ++g) out[g] += 0.f;
+    return;
   }
   for (int g = 0; g < G; ++g) {
     float tail = 0.f;
@@ -437,12 +453,21 @@ inline void dot_shared_af8(const float* const* x, const uint8_t* w, const Af8Row
       b[g] += load16(x[g] + h + 16) * hi;
     }
   }
+  if (R.blocks * kAf8Block == R.H) {  // no rest: tail 0
+    for (int g = 0; g < G; ++g) a[g] += b[g];
+    hsum_group<G>(a, out);
+    for (int g = 0; g < G; ++g) out[g] += 0.f;
+    return;
+  }
   for (int g = 0; g < G; ++g) {
     float tail = 0.f;
     af8_dot_rest(x[g], w, R, a[g], tail);
     out[g] = hsum(a[g] + b[g]) + tail;
   }
 }
+
+// lone tokens (each with its own row) per dot_group_af8: 6 rows and 6 x rows keep their pointers in registers
+constexpr int kAf8Lone = 6;
 
 // runtime group size -> template (a run is cut into groups of at most kGroup)
 template <bool Shared>
@@ -479,10 +504,9 @@ inline void accumulate_block_af8(float* yi, const float* ri, bool first, const u
 #pragma GCC unroll 8
     for (int v = 0; v < V; v += 2) {
       f32x16 lo, hi;
-      af8_mask_t mlo, mhi;
-      af8_decode32(half + b + 16 * v, lo, hi, mlo, mhi);
-      acc[v] = fma_nz(acc[v], a, lo, mlo);
-      acc[v + 1] = fma_nz(acc[v + 1], a, hi, mhi);
+      af8_decode32_exact(half + b + 16 * v, lo, hi);
+      acc[v] += a * lo;
+      acc[v + 1] += a * hi;
     }
   }
   if (ri != nullptr) {
@@ -511,7 +535,7 @@ inline void accumulate_rest_af8(float* yi, const float* ri, bool first, const ui
 // walk_chunk for 8-bit rows. Decoding costs more than the FMA it feeds, so a row is decoded once for all the tokens of
 // the chunk that visit its node: at each level the tokens (sorted by node) are cut into runs of one node; a run of
 // several tokens reads its input row with dot_shared_af8 (one decode per up to 8 tokens), lone tokens are gathered into
-// groups of 8 for dot_group_af8 (8 independent rows in flight). A node visited by several tokens gets a slot; its
+// groups of kAf8Lone for dot_group_af8 (independent rows in flight). A node visited by several tokens gets a slot; its
 // output row is decoded once per block of outputs into `scratch` (in L1), and every token adds it from there. A node
 // is shared only when its parent is, so each token's shared levels are its first ones.
 void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const Af8Rows& R, const float* bias,
@@ -559,7 +583,7 @@ void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1
         }
         if (e - j == 1) {
           lone[lone_count++] = order[j];
-          if (lone_count == kGroup) flush_lone();
+          if (lone_count == kAf8Lone) flush_lone();
         } else {
           const int32_t s = int32_t(slot_node.size());
           slot_node.push_back(n);
@@ -599,7 +623,7 @@ void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1
       }
       std::swap(order, next);
     }
-    // outputs: blocks of 128 (then 32) outputs, each block for all the chunk's tokens in turn, so that the shared nodes'
+    // outputs: blocks of 64 (then 32) outputs, each block for all the chunk's tokens in turn, so that the shared nodes'
     // pieces of output rows, decoded once per block into scratch, stay in L1 (a few KB) while every token adds them
     const bool first = k == 0;
     const float* rk = residual != nullptr && k + 1 == K ? residual + t0 * rs : nullptr;
@@ -630,7 +654,7 @@ void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1
     };
     const int64_t full = R.blocks * kAf8Block;
     int64_t b = 0;
-    for (; b + 128 <= full; b += 128) pass(std::integral_constant<int, 8>(), b);
+    for (; b + 64 <= full; b += 64) pass(std::integral_constant<int, 4>(), b);
     for (; b + 32 <= full; b += 32) pass(std::integral_constant<int, 2>(), b);
     if (full < R.H) {
       for (int64_t i = 0; i < C; ++i)
@@ -641,7 +665,7 @@ void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1
 }
 
 // tokens per chunk of the 8-bit walk (more tokens share more rows; the chunk's x rows stay in L2)
-constexpr int64_t kAf8Chunk = 32;
+constexpr int64_t kAf8Chunk = 64;
 
 // Packs in_codes / out_codes (K, N, H) uint8 into the layout of Af8Rows, node-major (one contiguous row per node)
 at::Tensor pack_af8(const at::Tensor& w1, const at::Tensor& w2) {
