@@ -409,6 +409,24 @@ inline void hsum_group(const f32x16* v, float* out) {
 #endif
 }
 
+// The G dot products from their two accumulators, plus the codes after the last full block (row(g): token g's row):
+// the same additions in the same order as the fp32 kernel's dot_group
+template <int G, typename RowOf>
+inline void finish_dots_af8(f32x16* a, const f32x16* b, const float* const* x, RowOf row, const Af8Rows& R,
+                            float* out) {
+  if (R.blocks * kAf8Block == R.H) {  // no rest: tail 0
+    for (int g = 0; g < G; ++g) a[g] += b[g];
+    hsum_group<G>(a, out);
+    for (int g = 0; g < G; ++g) out[g] += 0.f;
+    return;
+  }
+  for (int g = 0; g < G; ++g) {
+    float tail = 0.f;
+    af8_dot_rest(x[g], row(g), R, a[g], tail);
+    out[g] = hsum(a[g] + b[g]) + tail;
+  }
+}
+
 // G dot products, each token with its own row (the rows of the deep levels): as dot_group, a and b summing the even
 // and odd 16-weight slices, so the sums are those of the fp32 kernel's dot_group
 template <int G>
@@ -425,17 +443,7 @@ inline void dot_group_af8(const float* const* x, const uint8_t* const* w, const 
       b[g] += load16(x[g] + h + 16) * hi;
     }
   }
-  if (R.blocks * kAf8Block == R.H) {  // no rest: tail 0
-    for (int g = 0; g < G; ++g) a[g] += b[g];
-    hsum_group<G>(a, out);
-    for (int g = 0; g < G; ++g) out[g] += 0.f;
-    return;
-  }
-  for (int g = 0; g < G; ++g) {
-    float tail = 0.f;
-    af8_dot_rest(x[g], w[g], R, a[g], tail);
-    out[g] = hsum(a[g] + b[g]) + tail;
-  }
+  finish_dots_af8<G>(a, b, x, [w](int g) { return w[g]; }, R, out);
 }
 
 // G tokens at one node (a run of the sorted order): the row is decoded once for all of them
@@ -453,17 +461,7 @@ inline void dot_shared_af8(const float* const* x, const uint8_t* w, const Af8Row
       b[g] += load16(x[g] + h + 16) * hi;
     }
   }
-  if (R.blocks * kAf8Block == R.H) {  // no rest: tail 0
-    for (int g = 0; g < G; ++g) a[g] += b[g];
-    hsum_group<G>(a, out);
-    for (int g = 0; g < G; ++g) out[g] += 0.f;
-    return;
-  }
-  for (int g = 0; g < G; ++g) {
-    float tail = 0.f;
-    af8_dot_rest(x[g], w, R, a[g], tail);
-    out[g] = hsum(a[g] + b[g]) + tail;
-  }
+  finish_dots_af8<G>(a, b, x, [w](int) { return w; }, R, out);
 }
 
 // lone tokens (each with its own row) per dot_group_af8: 6 rows and 6 x rows keep their pointers in registers
