@@ -151,6 +151,11 @@ def soft_span_attention(query, key, value, attention_mask, mask, scaling: float,
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), probs
 
 
+def band_width(spans) -> int:
+    """The farthest distance any of these heads sees (spans = z + R: m(d) > 0 for d < z + R)."""
+    return max(math.ceil(span) for span in spans) - 1
+
+
 def _log_mask_window(z, ramp: float, block: int, width: int, device, dtype) -> torch.Tensor:
     """(heads, block, block + 2 * width) log m over the key window of a query block: query a of the block and window
     key k are at distance |a + width - k| (the same for every block)."""
@@ -167,7 +172,7 @@ def _band_layout(z, ramp: float, spans: list[float], seq_length: int, device, dt
     the band covers nearly everything, or ("blocks", (block, width, (heads, block, window) bias))."""
     if min(z.float().tolist()) >= seq_length - 1:  # m = 1 at every distance that exists
         return "full", None
-    width = max(math.ceil(span) - 1 for span in spans)  # the farthest distance any of these heads sees
+    width = band_width(spans)
     block = max(16, min(64, 1 << max(width, 1).bit_length()))
     # measured (benchmarks/bench_adaptive_span.py, CPU fp32 and H100 bf16, 128 tokens): query blocks lose to one dense
     # call even with windows of a quarter of the keys; they are kept for long sequences, where the band is narrow
@@ -298,7 +303,7 @@ def _prepare_fused_block(attention, span, hidden_states, padding, residual):
         return None
     if residual is not None and (tuple(residual.shape) != tuple(hidden_states.shape) or residual.stride(2) != 1):
         return None
-    width = max(math.ceil(value) for value in active_spans) - 1  # m(d) > 0 for d < z + R
+    width = band_width(active_spans)
     if not triton_span_supports(hidden_states, attention.head_dim, width):
         return None
     launch = SpanLaunch(hidden_states, compact[0], active_z, span.ramp, attention.scaling, width,

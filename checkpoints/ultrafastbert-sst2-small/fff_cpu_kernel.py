@@ -178,7 +178,7 @@ inline void dot_shared(const float* const* x, const W* w, int64_t H, float* out)
 template <typename W, int G>
 inline void walk_group(const float* x, int64_t xs, const W* tree, const float* tree_bias, int64_t row,
                        int64_t in_bytes, int64_t H, int64_t C, int64_t j, const int64_t* order, int64_t* node,
-                       bool last, int64_t level, int64_t levels, float* gates, int64_t* path, float in_scale) {
+                       bool last, int64_t level, int64_t levels, float* gates, int64_t* path) {
   const float* xg[G];
   const W* rg[G];
   int64_t ng[G];
@@ -208,7 +208,7 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
   }
   for (int g = 0; g < G; ++g) {
     const int64_t i = order[j + g];
-    z[g] = z[g] * in_scale + tree_bias[ng[g]];  // in_scale: 1 (the 8-bit rows have their own walk, walk_chunk_af8)
+    z[g] += tree_bias[ng[g]];
     gates[i * levels + level] = gelu(z[g]);
     path[i * levels + level] = ng[g];
     node[i] = 2 * ng[g] + 1 + (z[g] > 0.f ? 1 : 0);  // ties (and NaN) go left
@@ -217,12 +217,9 @@ inline void walk_group(const float* x, int64_t xs, const W* tree, const float* t
 
 // y_i (+)= sum over levels of gate * output row, one token at a time: blocks of 256 outputs live in registers across
 // the levels, so y is written once per tree instead of read and written at every level.
-// With ``ri`` (the residual row, only on the last tree) the sum is added to it while storing: y = r + (sum over
-// trees), the same single fp32 addition as adding the residual after the kernel, so bit for bit that result.
 template <typename W>
 inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H, const float* gate,
-                               const int64_t* path, int64_t levels, bool first, float out_scale,
-                               const float* ri = nullptr) {
+                               const int64_t* path, int64_t levels, bool first) {
   constexpr int V = 16;
   int64_t b = 0;
   for (; b + V * 16 <= H; b += V * 16) {
@@ -230,26 +227,38 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
     for (int v = 0; v < V; ++v) acc[v] = first ? f32x16{0} : load16(yi + b + 16 * v);
     for (int64_t l = 0; l < levels; ++l) {
       const W* w = tree + path[l] * row + H + b;
-      const float a = gate[l] * out_scale;
+      const float a = gate[l];
 #pragma GCC unroll 16
       for (int v = 0; v < V; ++v) acc[v] += a * load16(w + 16 * v);
     }
-    if (ri != nullptr) {
-      for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, load16(ri + b + 16 * v) + acc[v]);
-    } else {
-      for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
-    }
+    for (int v = 0; v < V; ++v) store16(yi + b + 16 * v, acc[v]);
   }
   for (; b + 16 <= H; b += 16) {
     f32x16 acc = first ? f32x16{0} : load16(yi + b);
-    for (int64_t l = 0; l < levels; ++l) acc += (gate[l] * out_scale) * load16(tree + path[l] * row + H + b);
-    store16(yi + b, ri != nullptr ? load16(ri + b) + acc : acc);
+    for (int64_t l = 0; l < levels; ++l) acc += gate[l] * load16(tree + path[l] * row + H + b);
+    store16(yi + b, acc);
   }
   for (; b < H; ++b) {
     float s = first ? 0.f : yi[b];
-    for (int64_t l = 0; l < levels; ++l) s += (gate[l] * out_scale) * load_w(tree + path[l] * row + H, b);
-    yi[b] = ri != nullptr ? ri[b] + s : s;
+    for (int64_t l = 0; l < levels; ++l) s += gate[l] * load_w(tree + path[l] * row + H, b);
+    yi[b] = s;
   }
+}
+
+// After a level: the tokens were sorted by their parent node; children of one parent are 2p+1 < 2p+2, so a stable
+// partition of each parent's run (left child first) keeps them sorted by node
+inline void sort_by_child(std::vector<int64_t>& order, std::vector<int64_t>& next, const std::vector<int64_t>& node) {
+  const int64_t C = int64_t(order.size());
+  int64_t out = 0;
+  for (int64_t j = 0; j < C;) {
+    const int64_t parent = (node[order[j]] - 1) / 2;
+    int64_t e = j;
+    while (e < C && (node[order[e]] - 1) / 2 == parent) ++e;
+    for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 1) next[out++] = order[m];
+    for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 0) next[out++] = order[m];
+    j = e;
+  }
+  std::swap(order, next);
 }
 
 // One chunk of tokens [t0, t1): for every tree, all the chunk's tokens advance one level at a time, kept sorted by
@@ -257,8 +266,7 @@ inline void accumulate_outputs(float* yi, const W* tree, int64_t row, int64_t H,
 // rows are visited in address order. Groups of kGroup tokens run their dots together to overlap memory latency.
 template <typename W>
 void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, const W* packed, const float* bias,
-                int64_t K, int64_t N, int64_t levels, int64_t H, float in_scale = 1.f, float out_scale = 1.f,
-                const float* residual = nullptr, int64_t rs = 0) {
+                int64_t K, int64_t N, int64_t levels, int64_t H) {
   const int64_t C = t1 - t0;
   const int64_t row = 2 * H;
   const int64_t in_bytes = H * int64_t(sizeof(W));
@@ -274,27 +282,16 @@ void walk_chunk(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1, co
       int64_t j = 0;
       for (; j + kGroup <= C; j += kGroup)
         walk_group<W, kGroup>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
-                              levels, gates.data(), path.data(), in_scale);
+                              levels, gates.data(), path.data());
       for (; j < C; ++j)
         walk_group<W, 1>(xc, xs, tree, tree_bias, row, in_bytes, H, C, j, order.data(), node.data(), last, level,
-                         levels, gates.data(), path.data(), in_scale);
+                         levels, gates.data(), path.data());
       if (last || C < 2) continue;
-      // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
-      int64_t out = 0;
-      j = 0;
-      while (j < C) {
-        const int64_t parent = (node[order[j]] - 1) / 2;
-        int64_t e = j;
-        while (e < C && (node[order[e]] - 1) / 2 == parent) ++e;
-        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 1) next[out++] = order[m];
-        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 0) next[out++] = order[m];
-        j = e;
-      }
-      std::swap(order, next);
+      sort_by_child(order, next, node);
     }
     for (int64_t i = 0; i < C; ++i)
       accumulate_outputs(y + (t0 + i) * H, tree, row, H, gates.data() + i * levels, path.data() + i * levels, levels,
-                         k == 0, out_scale, residual != nullptr && k + 1 == K ? residual + (t0 + i) * rs : nullptr);
+                         k == 0);
   }
 }
 
@@ -609,17 +606,7 @@ void walk_chunk_af8(const float* x, int64_t xs, float* y, int64_t t0, int64_t t1
         node[i] = 2 * nd + 1 + (z > 0.f ? 1 : 0);  // ties (and NaN) go left
       }
       if (last || C < 2) continue;
-      // order was sorted by parent; children of one parent are 2p+1 < 2p+2: stable-partition each parent's group
-      int64_t out = 0;
-      for (int64_t j = 0; j < C;) {
-        const int64_t parent = (node[order[j]] - 1) / 2;
-        int64_t e = j;
-        while (e < C && (node[order[e]] - 1) / 2 == parent) ++e;
-        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 1) next[out++] = order[m];
-        for (int64_t m = j; m < e; ++m) if ((node[order[m]] & 1) == 0) next[out++] = order[m];
-        j = e;
-      }
-      std::swap(order, next);
+      sort_by_child(order, next, node);
     }
     // outputs: blocks of 64 (then 32) outputs, each block for all the chunk's tokens in turn, so that the shared nodes'
     // pieces of output rows, decoded once per block into scratch, stay in L1 (a few KB) while every token adds them
