@@ -419,6 +419,9 @@ def parse_args(argv=None):
     spans.add_argument("--span-ramp", type=float, default=16.0, help="ramp R of the soft mask, tokens")
     spans.add_argument("--span-penalty", type=float, default=0.01,
                        help="coefficient of the span penalty (coefficient * mean span in tokens) in the loss")
+    spans.add_argument("--span-penalty-form", choices=("mean", "layer-rms"), default="mean",
+                       help="mean: coefficient * mean span over all heads (EdgeBERT); layer-rms: coefficient * mean "
+                            "over layers of the RMS of the layer's spans, which closes whole layers")
     spans.add_argument("--span-init", type=float, default=None,
                        help="initial span of every head, tokens (default: the maximum, i.e. plain attention)")
     spans.add_argument("--span-lr", type=float, default=2e-3,
@@ -664,6 +667,7 @@ def main(argv=None) -> dict:
         overrides["exit_ramps"] = True
     if args.adaptive_span:
         overrides.update(adaptive_span=True, adaptive_span_ramp=args.span_ramp, adaptive_span_penalty=args.span_penalty,
+                         adaptive_span_penalty_form=args.span_penalty_form.replace("-", "_"),
                          adaptive_span_init=args.span_init)
     if args.dropout >= 0 and not args.eval_only:
         for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout_prob", "classifier_dropout"):

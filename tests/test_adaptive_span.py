@@ -1,5 +1,6 @@
 """EdgeBERT part 2: adaptive attention span (a learned span per head; span-0 heads skipped, the others banded)."""
 
+import math
 import warnings
 
 import pytest
@@ -14,7 +15,10 @@ from modeling_ultrafastbert import (
     UltraFastBertForTokenClassification,
     UltraFastBertModel,
 )
+from modeling_ultrafastbert import adaptive_span as adaptive_span_module
 from modeling_ultrafastbert.adaptive_span import AdaptiveSpan, banded_attention, span_penalty, span_summary
+from modeling_ultrafastbert.fff_cpu_kernel import banded_span_attention as native_banded_attention
+from modeling_ultrafastbert.fff_cpu_kernel import banded_span_attention_available as native_banded_available
 
 warnings.filterwarnings("ignore", message="UltraFastBERT: no native FFF kernel")
 
@@ -125,14 +129,23 @@ def test_all_heads_at_span_zero_compute_nothing_and_give_zero():
     assert torch.equal(soft, torch.zeros_like(soft))
 
 
-@pytest.mark.parametrize("length,spans,layouts", [
-    # narrow bands on a long sequence: query blocks with key windows
-    (250, [[0.0, 2.5, -4.0, 1.0], [2.0, -3.0, 1.25, 1.0]], ["blocks", "blocks"]),
+NATIVE_BAND = adaptive_span_module.native_banded_attention is not None and native_banded_available()
+
+
+@pytest.mark.parametrize("length,spans,layouts,native", [
+    # narrow bands on a long sequence: the native CPU kernel; without it, query blocks with key windows
+    (250, [[0.0, 2.5, -4.0, 1.0], [2.0, -3.0, 1.25, 1.0]], ["native", "native"], True),
+    (250, [[0.0, 2.5, -4.0, 1.0], [2.0, -3.0, 1.25, 1.0]], ["blocks", "blocks"], False),
+    (100, [[9.0, 2.5, 30.0, -4.0], [0.5, -3.0, 11.0, 1.0]], ["native", "native"], True),  # tails, mixed widths
     # wide bands: one dense call with the log-mask bias; spans past the sequence: plain attention
-    (70, [[60.0, 20.0, -4.0, 33.0], [-4.0, 80.0, -4.0, 200.0]], ["dense", "full"]),
-    (9, [[0.0, 1.5, -4.0, 3.0], [-1.0, 2.0, 0.5, 8.0]], ["dense", "dense"]),  # short sequence
+    (70, [[60.0, 20.0, -4.0, 33.0], [-4.0, 80.0, -4.0, 200.0]], ["dense", "full"], True),
+    (9, [[0.0, 1.5, -4.0, 3.0], [-1.0, 2.0, 0.5, 8.0]], ["dense", "dense"], True),  # short sequence
 ])
-def test_soft_form_equals_fast_form(length, spans, layouts):
+def test_soft_form_equals_fast_form(length, spans, layouts, native, monkeypatch):
+    if native and "native" in layouts and not NATIVE_BAND:
+        pytest.skip("the native CPU kernel could not be built here (its fallback is the row without it)")
+    if not native:
+        monkeypatch.setattr(adaptive_span_module, "native_banded_attention", None)
     model = span_model(seed=5, max_position_embeddings=256)
     set_spans(model, spans)
     ids, mask = batch(length=length)
@@ -140,7 +153,7 @@ def test_soft_form_equals_fast_form(length, spans, layouts):
     real = mask.bool()
     torch.testing.assert_close(fast[real], soft[real], rtol=1e-5, atol=1e-5)
     assert torch.isfinite(fast).all()
-    assert [layer.attention.adaptive_span._layout_cache[1][0] for layer in model.layers] == layouts
+    assert [layer.attention.band_path for layer in model.layers] == layouts
     no_padding = torch.ones_like(mask)  # and without a padding mask (the layout's own edge bias only)
     soft, fast = soft_and_fast(model, ids, no_padding)
     torch.testing.assert_close(fast, soft, rtol=1e-5, atol=1e-5)
@@ -500,14 +513,97 @@ def test_run_glue_learns_spans_and_reports_them(wordpiece_tokenizer, tmp_path):
         "--task", "sst2", "--model", str(mlm), "--data-dir", str(SHARED / "data" / "glue"), "--output-dir", str(out),
         "--max-steps", "8", "--batch-size", "16", "--max-length", "32", "--max-train-samples", "128",
         "--max-eval-samples", "32", "--adaptive-span", "--span-penalty", "0.5", "--span-lr", "0.05",
-        "--span-ramp", "4", "--span-init", "20",
+        "--span-ramp", "4", "--span-init", "20", "--span-penalty-form", "layer-rms",
     ])
     spans = results["adaptive_span"]["spans_per_layer"]
     assert len(spans) == 2 and all(len(layer) == 4 for layer in spans)
     assert all(span < 24.0 for layer in spans for span in layer)  # the penalty pulled every span below its start
     saved = json.loads((out / "config.json").read_text())
     assert saved["adaptive_span"] is True and saved["adaptive_span_ramp"] == 4.0
+    assert saved["adaptive_span_penalty_form"] == "layer_rms"
     card = (out / "README.md").read_text()
     assert "## Adaptive attention span" in card and "| layer | head 0 |" in card
     loaded = UltraFastBertForSequenceClassification.from_pretrained(out)
     assert span_summary(loaded, 32)["spans_per_layer"] == spans
+
+
+def test_layer_rms_penalty_value_gradient_and_config():
+    model = span_model(UltraFastBertForSequenceClassification, seed=6, num_labels=2, adaptive_span_penalty=0.05,
+                       adaptive_span_penalty_form="layer_rms")
+    ramp = model.config.adaptive_span_ramp
+    set_spans(model, [[-ramp, -ramp, -ramp, 4.0], [5.0, 2.0, 9.0, 0.0]])
+    spans = torch.tensor([[0.0, 0.0, 0.0, 4.0 + ramp], [5.0 + ramp, 2.0 + ramp, 9.0 + ramp, ramp]])
+    expected = 0.05 * (spans**2).mean(1).add(1e-6).sqrt().mean()
+    torch.testing.assert_close(span_penalty(model, 0.05, "layer_rms"), expected)
+    ids, mask = batch(length=30)
+    labels = torch.tensor([0, 1, 1])
+    torch.testing.assert_close(_penalty_in_loss(model, input_ids=ids, attention_mask=mask, labels=labels), expected,
+                               rtol=1e-4, atol=1e-6)
+    # the lone open head of layer 0 is pushed sqrt(heads) = 2x as hard as under the mean form
+    grads = {}
+    for form in ("mean", "layer_rms"):
+        model.zero_grad()
+        span_penalty(model, 0.05, form).backward()
+        first = next(m for m in model.modules() if isinstance(m, AdaptiveSpan))
+        grads[form] = first.span_fraction.grad[3].item()
+    assert grads["mean"] > 0
+    assert grads["layer_rms"] == pytest.approx(2.0 * grads["mean"], rel=1e-4)
+    # a layer with every head closed contributes nothing and a finite (zero) gradient
+    set_spans(model, [[-ramp] * 4, [-ramp] * 4])
+    model.zero_grad()
+    penalty = span_penalty(model, 0.05, "layer_rms")
+    penalty.backward()
+    assert penalty.item() < 1e-4
+    assert all(torch.isfinite(m.span_fraction.grad).all() for m in model.modules() if isinstance(m, AdaptiveSpan))
+    with pytest.raises(ValueError, match="adaptive_span_penalty_form"):
+        tiny_config(adaptive_span=True, adaptive_span_penalty_form="median")
+    with pytest.raises(ValueError, match="unknown span penalty form"):
+        span_penalty(model, 0.05, "median")
+
+
+@pytest.mark.parametrize("batch_size,length,head_dim,z,batch_major", [
+    (3, 50, 64, [-10.0, 2.5, -15.5], False),  # a head of span 0.5: it sees only itself
+    (2, 37, 32, [30.0, -3.0], True),          # a band wider than the sequence, a short last query block
+    (1, 200, 20, [120.0], False),             # head_dim not a multiple of 16
+    (2, 5, 16, [-15.9, 100.0], True),         # fewer tokens than one block
+])
+def test_native_band_kernel_equals_the_soft_form(batch_size, length, head_dim, z, batch_major):
+    if not NATIVE_BAND:
+        pytest.skip("the native CPU kernel could not be built here")
+    generator = torch.Generator().manual_seed(length)
+    heads, ramp = len(z), 16.0
+    qkv = torch.randn(batch_size, length, heads, 3, head_dim, generator=generator)
+    z = torch.tensor(z)
+    width = max(math.ceil(s) for s in (z + ramp).tolist()) - 1
+    key_bias = torch.zeros(batch_size, length)
+    key_bias[-1, length - 2:] = torch.finfo(torch.float32).min  # padding as transformers writes it
+    key_bias[0, :1] = -math.inf
+    if batch_major:  # the layout one batched GEMM writes: (batch, heads, 3, head_dim, seq), viewed
+        qkv_t = qkv.permute(0, 2, 3, 4, 1).contiguous().permute(1, 2, 3, 0, 4)
+    else:
+        qkv_t = qkv.permute(2, 3, 4, 0, 1).contiguous()
+    got = native_banded_attention(qkv_t, z, ramp, head_dim**-0.5, width, key_bias.reshape(-1))
+    assert got.shape == (heads, head_dim, batch_size, length)
+    got = got.permute(2, 3, 0, 1).reshape(batch_size, length, heads * head_dim)
+    query, key, value = qkv.permute(3, 0, 2, 1, 4).unbind(0)
+    distance = (torch.arange(length)[:, None] - torch.arange(length)[None, :]).abs().float()
+    mask = ((ramp + z[:, None, None] - distance) / ramp).clamp(0, 1)
+    weights = torch.softmax(query @ key.transpose(-1, -2) * head_dim**-0.5 + key_bias[:, None, None, :], -1) * mask
+    expected = ((weights / weights.sum(-1, keepdim=True)) @ value).transpose(1, 2).reshape(got.shape)
+    real = key_bias.eq(0)  # a padding query may see only padding; its output is not used
+    torch.testing.assert_close(got[real], expected[real], rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(got).all()
+
+
+def test_native_band_kernel_rejects_bad_input():
+    if not NATIVE_BAND:
+        pytest.skip("the native CPU kernel could not be built here")
+    qkv_t = torch.randn(2, 3, 16, 1, 40)
+    with pytest.raises(ValueError, match="width"):
+        native_banded_attention(qkv_t, torch.zeros(2), 4.0, 0.25, 10_000)
+    with pytest.raises(ValueError, match="float32"):
+        native_banded_attention(qkv_t.double(), torch.zeros(2), 4.0, 0.25, 3)
+    with pytest.raises(RuntimeError, match="z must be"):
+        native_banded_attention(qkv_t, torch.zeros(3), 4.0, 0.25, 3)
+    with pytest.raises(RuntimeError, match="key_bias"):
+        native_banded_attention(qkv_t, torch.zeros(2), 4.0, 0.25, 3, torch.zeros(7))
