@@ -61,6 +61,17 @@ def median_time(fn, device: str, repeats: int, warmup: int = 10) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(contender, baseline, device: str, repeats: int, rounds: int = 5) -> tuple[float, float]:
+    """Median seconds of one call of each, measured in alternating rounds (a drift of the machine's speed during the
+    run then hits both sides alike)."""
+    per_round = max(1, repeats // rounds)
+    samples = ([], [])
+    for _ in range(rounds):
+        for fn, into in ((contender, samples[0]), (baseline, samples[1])):
+            into.append(median_time(fn, device, per_round, warmup=3))
+    return statistics.median(samples[0]), statistics.median(samples[1])
+
+
 def without_spans(model: UltraFastBertModel) -> UltraFastBertModel:
     """The same weights with plain (full) attention."""
     plain = copy.deepcopy(model)
@@ -112,10 +123,12 @@ def main(argv=None) -> dict:
         hidden = torch.randn(batch, tokens, model.config.hidden_size, generator=generator).to(args.device, dtype)
         print(f"\n== attention block (qkv projection, attention, output projection), {batch}x{tokens} tokens")
         print(f"{'layer':>5} {'heads on':>8} {'max span':>8} {'spans (us)':>11} {'full (us)':>10} {'ratio':>7}")
-        ratios = []
+        ratios, total_contender, total_baseline = [], 0.0, 0.0
         for index, (layer, plain_layer) in enumerate(zip(model.layers, plain.layers)):
-            contender = median_time(lambda: layer.attention(hidden, None), args.device, args.repeats)
-            baseline = median_time(lambda: plain_layer.attention(hidden, None), args.device, args.repeats)
+            contender, baseline = interleaved_medians(lambda: layer.attention(hidden, None),
+                                                      lambda: plain_layer.attention(hidden, None), args.device,
+                                                      args.repeats)
+            total_contender, total_baseline = total_contender + contender, total_baseline + baseline
             spans = summary["spans_per_layer"][index]
             ratio = baseline / contender
             ratios.append(ratio)
@@ -123,12 +136,15 @@ def main(argv=None) -> dict:
                   f"{baseline * 1e6:>10.1f} {ratio:>6.2f}x")
             results["attention"].append({"shape": shape, "layer": index + 1, "contender_s": contender,
                                          "baseline_s": baseline, "ratio": ratio})
-        print(f"median ratio over layers: {statistics.median(ratios):.2f}x")
+        print(f"median ratio over layers: {statistics.median(ratios):.2f}x; all layers' blocks together: "
+              f"{total_contender * 1e6:.1f} us vs {total_baseline * 1e6:.1f} us, {total_baseline / total_contender:.2f}x")
+        results["attention_total"] = results.get("attention_total", []) + [
+            {"shape": shape, "contender_s": total_contender, "baseline_s": total_baseline}]
         if args.no_model:
             continue
         ids = torch.randint(1, model.config.vocab_size, (batch, tokens), generator=generator).to(args.device)
-        contender = median_time(lambda: model(ids), args.device, max(10, args.repeats // 5))
-        baseline = median_time(lambda: plain(ids), args.device, max(10, args.repeats // 5))
+        contender, baseline = interleaved_medians(lambda: model(ids), lambda: plain(ids), args.device,
+                                                  max(10, args.repeats // 5))
         print(f"whole model {batch}x{tokens}: spans on {contender * 1e3:.2f} ms, spans off {baseline * 1e3:.2f} ms, "
               f"ratio {baseline / contender:.2f}x")
         results["model"].append({"shape": shape, "contender_s": contender, "baseline_s": baseline,

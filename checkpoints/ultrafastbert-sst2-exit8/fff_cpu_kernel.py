@@ -45,6 +45,7 @@ OP_NAME = "ultrafastbert::fff_forward_cpu"
 OP_NAME_ADAPTIVFLOAT8 = "ultrafastbert::fff_forward_cpu_af8"
 OP_NAME_ADAPTIVFLOAT8_RESIDUAL = "ultrafastbert::fff_forward_cpu_af8_residual"
 OP_NAME_QUANTIZE_U8 = "ultrafastbert::quantize_activations_u8"
+OP_NAME_BANDED_SPAN = "ultrafastbert::banded_span_attention_cpu"
 _SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 _CPP_SOURCE = r"""
@@ -956,6 +957,175 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_activations_u8(const at:
           at::scalar_tensor(int64_t(zp), x.options().dtype(at::kLong))};
 }
 
+// ---- adaptive attention span: attention inside each head's band (see adaptive_span.py) ------------------------------
+// Everything is transposed, so that 16 consecutive queries fill one vector and no step needs a horizontal sum:
+// qkv_t (heads, 3, head_dim, batch, seq) is what one GEMM of the compact projection weights with the transposed
+// activations writes (queries, keys, values of each head, element-major); the context comes back the same way,
+// (heads, head_dim, batch, seq), and the output projection reads it transposed. z (heads,) the heads' spans minus the
+// ramp; key_bias (batch * seq) additive padding bias, or empty.
+// Query i of head h sees keys j with |i - j| <= width, weighted by m(d) = clamp((ramp + z_h - d) / ramp, 0, 1):
+// p_j = exp(s_j) m_j / sum_k exp(s_k) m_k, the soft form's masked and renormalised softmax without the keys whose
+// weight is 0. A work item is 16 queries of one head of one row and the window of keys they see.
+constexpr int64_t kMaxBandWidth = 512;
+constexpr int64_t kBandQueries = 16;
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
+inline f32x16 splat16(float v) {
+  f32x16 r = {};
+  return r + v;
+}
+
+// exp(x) for x <= 0 (a score minus the largest): 2^n * P(r) with n = round(x / ln 2) and Cephes' expf polynomial on
+// |r| <= ln 2 / 2 (relative error ~2e-7); 0 below -87 (and for -inf)
+inline f32x16 exp16_nonpositive(f32x16 x) {
+  const auto below = x < -87.f;
+  x = below ? splat16(-87.f) : x;
+  const f32x16 n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest
+  const f32x16 r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  f32x16 p = splat16(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.f;
+  const i32x16 e = (__builtin_convertvector(n, i32x16) + 127) << 23;
+  f32x16 scale;
+  std::memcpy(&scale, &e, sizeof(scale));
+  return below ? splat16(0.f) : p * scale;
+}
+
+at::Tensor banded_span_attention_cpu(const at::Tensor& qkv_t_in, const at::Tensor& z_in, double ramp, double scaling,
+                                     int64_t width, const at::Tensor& key_bias_in) {
+  TORCH_CHECK(qkv_t_in.device().is_cpu() && qkv_t_in.scalar_type() == at::kFloat && qkv_t_in.dim() == 5 &&
+              qkv_t_in.size(1) == 3, "banded_span_attention_cpu: qkv_t must be a float32 CPU tensor (heads, 3, "
+              "head_dim, batch, seq), got ", qkv_t_in.scalar_type(), " ", qkv_t_in.sizes());
+  const int64_t heads = qkv_t_in.size(0), dim = qkv_t_in.size(2), batch = qkv_t_in.size(3), seq = qkv_t_in.size(4);
+  TORCH_CHECK(z_in.dim() == 1 && z_in.size(0) == heads && z_in.scalar_type() == at::kFloat,
+              "banded_span_attention_cpu: z must be float32 (heads,)");
+  TORCH_CHECK(ramp > 0, "banded_span_attention_cpu: ramp must be > 0");
+  TORCH_CHECK(width >= 0 && width <= kMaxBandWidth, "banded_span_attention_cpu: width must be in [0, ",
+              kMaxBandWidth, "], got ", width);
+  const bool has_bias = key_bias_in.numel() > 0;
+  TORCH_CHECK(!has_bias || (key_bias_in.scalar_type() == at::kFloat && key_bias_in.numel() == batch * seq),
+              "banded_span_attention_cpu: key_bias must be float32 with batch * seq elements");
+  // any layout whose sequence dimension is contiguous (the GEMM's output viewed either way), else a copy
+  const at::Tensor qkv_t = qkv_t_in.stride(4) == 1 ? qkv_t_in : qkv_t_in.contiguous();
+  const at::Tensor zc = z_in.contiguous();
+  const at::Tensor key_bias = has_bias ? key_bias_in.contiguous() : key_bias_in;
+  // the context in the layout of the input (batch-major or element-major), so that the caller's view matches
+  const bool batch_major = qkv_t.stride(3) > qkv_t.stride(0);
+  at::Tensor out = batch_major ? at::empty({batch, heads, dim, seq}, qkv_t.options()).permute({1, 2, 0, 3})
+                               : at::empty({heads, dim, batch, seq}, qkv_t.options());
+  if (out.numel() == 0) return out;
+  const float* src = qkv_t.data_ptr<float>();
+  const float* zp = zc.data_ptr<float>();
+  const float* bias = has_bias ? key_bias.data_ptr<float>() : nullptr;
+  float* dst = out.data_ptr<float>();
+  const int64_t sh = qkv_t.stride(0), sc = qkv_t.stride(1), sd = qkv_t.stride(2), sb = qkv_t.stride(3);
+  const int64_t oh = out.stride(0), od = out.stride(1), ob = out.stride(2);
+  const float fr = float(ramp), fs = float(scaling), inf = std::numeric_limits<float>::infinity();
+  const float inv_ramp = 1.f / fr;  // a multiply per key, not a vector division
+  const int64_t blocks = (seq + kBandQueries - 1) / kBandQueries;
+  f32x16 lane;
+  for (int l = 0; l < 16; ++l) lane[l] = float(l);
+  at::parallel_for(0, heads * batch * blocks, 1, [&](int64_t w0, int64_t w1) {
+    std::vector<float> probs((kBandQueries + 2 * width) * 16), tail(dim * 16), key_tile(dim * 16), staged(16);
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t blk = w % blocks, b = (w / blocks) % batch, h = w / (blocks * batch);
+      const float* qt = src + h * sh + b * sb;  // element d of query i: qt[d * sd + i]
+      const float* kt = qt + sc;
+      const float* vt = qt + 2 * sc;
+      const float* row_bias = has_bias ? bias + b * seq : nullptr;
+      const float zh = zp[h];
+      const int64_t i0 = blk * kBandQueries, queries = std::min(seq - i0, kBandQueries);
+      const int64_t klo = std::max<int64_t>(0, i0 - width);
+      const int64_t khi = std::min<int64_t>(seq - 1, i0 + queries - 1 + width);
+      const int64_t nwin = khi - klo + 1;
+      // the block's queries, one vector per element (a short last block is zero-padded into `tail`)
+      const float* q = qt + i0;
+      int64_t q_stride = sd;
+      if (queries < kBandQueries) {
+        for (int64_t d = 0; d < dim; ++d)
+          for (int64_t l = 0; l < 16; ++l) tail[d * 16 + l] = l < queries ? qt[d * sd + i0 + l] : 0.f;
+        q = tail.data();
+        q_stride = 16;
+      }
+      const f32x16 query_pos = lane + float(i0);
+      const auto query_valid = lane < float(queries);
+      f32x16 top = splat16(-inf);
+      // scores of 16 keys at a time against the 16 queries: key elements broadcast times query vectors
+      for (int64_t j0 = 0; j0 < nwin; j0 += 16) {
+        // the tile's keys: read in place, or (a short last tile) from a copy padded with repeats of its last key
+        const float* kp = kt + klo + j0;
+        int64_t k_stride = sd;
+        if (j0 + 16 > nwin) {
+          for (int64_t d = 0; d < dim; ++d)
+            for (int64_t u = 0; u < 16; ++u) key_tile[d * 16 + u] = kt[d * sd + klo + std::min(j0 + u, nwin - 1)];
+          kp = key_tile.data();
+          k_stride = 16;
+        }
+        f32x16 acc[16];
+        for (int u = 0; u < 16; ++u) acc[u] = splat16(0.f);
+        for (int64_t d = 0; d < dim; ++d) {
+          const f32x16 qd = load16(q + d * q_stride);
+          const float* kd = kp + d * k_stride;
+          for (int u = 0; u < 16; ++u) acc[u] += kd[u] * qd;
+        }
+        for (int64_t u = 0; u < std::min<int64_t>(16, nwin - j0); ++u) {
+          const int64_t j = klo + j0 + u;
+          f32x16 distance = query_pos - float(j);
+          distance = distance < 0.f ? -distance : distance;
+          const f32x16 m = (fr + zh - distance) * inv_ramp;
+          f32x16 s = acc[u] * fs + (row_bias ? row_bias[j] : 0.f);
+          s = (distance <= float(width)) & (m > 0.f) & query_valid ? s : splat16(-inf);
+          store16(probs.data() + (j0 + u) * 16, s);
+          top = s > top ? s : top;
+        }
+      }
+      // softmax over the window, per query lane (a lane that sees nothing keeps zeros)
+      const auto seen = top > -inf;
+      top = seen ? top : splat16(0.f);
+      f32x16 total = splat16(0.f);
+      for (int64_t jj = 0; jj < nwin; ++jj) {
+        f32x16 distance = query_pos - float(klo + jj);
+        distance = distance < 0.f ? -distance : distance;
+        f32x16 m = (fr + zh - distance) * inv_ramp;
+        m = m > 1.f ? splat16(1.f) : m;
+        m = m < 0.f ? splat16(0.f) : m;
+        const f32x16 p = exp16_nonpositive(load16(probs.data() + jj * 16) - top) * m;
+        total += p;
+        store16(probs.data() + jj * 16, p);
+      }
+      const f32x16 inv = total > 0.f ? 1.f / total : splat16(0.f);
+      // context, 8 elements at a time: value elements broadcast times the probability vectors
+      for (int64_t d0 = 0; d0 < dim; d0 += 8) {
+        f32x16 acc[8];
+        const float* vd[8];
+        for (int e = 0; e < 8; ++e) {
+          acc[e] = splat16(0.f);
+          vd[e] = vt + std::min<int64_t>(d0 + e, dim - 1) * sd + klo;  // past head_dim: a repeat, not stored
+        }
+        for (int64_t jj = 0; jj < nwin; ++jj) {
+          const f32x16 p = load16(probs.data() + jj * 16);
+          for (int e = 0; e < 8; ++e) acc[e] += vd[e][jj] * p;
+        }
+        for (int64_t e = 0; e < std::min<int64_t>(8, dim - d0); ++e) {
+          float* o = dst + h * oh + (d0 + e) * od + b * ob + i0;
+          const f32x16 value = acc[e] * inv;
+          if (queries == kBandQueries) {
+            store16(o, value);
+          } else {
+            store16(staged.data(), value);
+            std::copy(staged.begin(), staged.begin() + queries, o);
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
 int64_t packed_cache_size() {
   std::lock_guard<std::mutex> guard(cache_mutex);
   return int64_t(cache.size());
@@ -971,6 +1141,8 @@ TORCH_LIBRARY_FRAGMENT(ultrafastbert, m) {
   m.def("fff_forward_cpu_af8_residual(Tensor x, Tensor in_codes, int in_exponent_bias, Tensor in_bias, "
         "Tensor out_codes, int out_exponent_bias, Tensor residual) -> Tensor");
   m.def("quantize_activations_u8(Tensor x) -> (Tensor, Tensor, Tensor)");
+  m.def("banded_span_attention_cpu(Tensor qkv_t, Tensor z, float ramp, float scaling, int width, Tensor key_bias) "
+        "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
@@ -978,6 +1150,7 @@ TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) {
   m.impl("fff_forward_cpu_af8", &fff_forward_cpu_af8);
   m.impl("fff_forward_cpu_af8_residual", &fff_forward_cpu_af8_residual);
   m.impl("quantize_activations_u8", &quantize_activations_u8);
+  m.impl("banded_span_attention_cpu", &banded_span_attention_cpu);
 }
 """
 
@@ -994,6 +1167,7 @@ _op = None
 _op_adaptivfloat8 = None
 _op_adaptivfloat8_residual = None  # None: not looked up yet; False: the loaded library predates it
 _op_quantize_u8 = None  # the same
+_op_banded_span = None  # the same
 
 # One process can hold several copies of this file: the package's, and one per checkpoint loaded as remote code
 # (transformers_modules/<checkpoint>/<hash>/fff_cpu_kernel.py). torch's operator registry is process-wide: loading a
@@ -1295,6 +1469,11 @@ def _load() -> tuple[bool, str]:
                 if not _torch_has_fake_impl(OP_NAME_QUANTIZE_U8):
                     _register_fake_quantize_u8()
                 state.fake_registered_quantize_u8 = True
+            if hasattr(torch.ops.ultrafastbert, "banded_span_attention_cpu") and not getattr(
+                    state, "fake_registered_banded_span", False):
+                if not _torch_has_fake_impl(OP_NAME_BANDED_SPAN):
+                    _register_fake_banded_span()
+                state.fake_registered_banded_span = True
             _op = torch.ops.ultrafastbert.fff_forward_cpu.default
     except Exception as error:  # no compiler, no headers, read-only cache, ... -> fall back, saying why
         return False, f"the FFF CPU kernel could not be built or loaded ({type(error).__name__}: {error})"
@@ -1445,6 +1624,48 @@ def quantize_activations_u8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
         raise RuntimeError("the FFF CPU kernel loaded in this process has no quantize_activations_u8 op; it was built "
                            "from an older copy of fff_cpu_kernel.py")
     return _op_quantize_u8(x)
+
+
+def _register_fake_banded_span() -> None:
+    @torch.library.register_fake(OP_NAME_BANDED_SPAN)
+    def _(qkv_t, z, ramp, scaling, width, key_bias):
+        torch._check(qkv_t.dim() == 5, lambda: "banded_span_attention_cpu: qkv_t must be (heads, 3, dim, batch, seq)")
+        return qkv_t.new_empty((qkv_t.shape[0], qkv_t.shape[2], qkv_t.shape[3], qkv_t.shape[4]))
+
+
+BANDED_SPAN_MAX_WIDTH = 512  # kMaxBandWidth in the C++ source
+
+
+def banded_span_attention_available() -> bool:
+    """Whether the loaded library has the banded adaptive-span attention op (one built by an older copy of this file
+    lacks it)."""
+    global _op_banded_span
+    if _op_banded_span is None:
+        ok, _ = is_available()
+        _op_banded_span = (torch.ops.ultrafastbert.banded_span_attention_cpu.default
+                           if ok and hasattr(torch.ops.ultrafastbert, "banded_span_attention_cpu") else False)
+    return bool(_op_banded_span)
+
+
+def banded_span_attention(qkv_t: torch.Tensor, z: torch.Tensor, ramp: float, scaling: float, width: int,
+                          key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Adaptive-span attention inside the band, on the CPU, fp32, in transposed layouts. ``qkv_t`` (heads, 3, head_dim,
+    batch, seq): each head's queries, keys and values element-major (one GEMM of the compact projection weights with
+    the transposed activations writes this); ``z`` (heads,) the spans minus the ramp; ``width`` the farthest distance
+    any head sees (<= BANDED_SPAN_MAX_WIDTH); ``key_bias`` None or the additive padding bias of each key (batch * seq
+    values). Returns the context transposed, (heads, head_dim, batch, seq). Query i of head h weighs key j by
+    exp(score) * m(|i - j|), m(d) = clamp((ramp + z_h - d) / ramp, 0, 1), renormalised: the soft form's result computed
+    over the band only; a query that sees nothing (only padding keys) gets zeros."""
+    if not banded_span_attention_available():
+        raise RuntimeError("the FFF CPU kernel loaded in this process has no banded_span_attention_cpu op (it could "
+                           "not be built, or was built from an older copy of fff_cpu_kernel.py)")
+    if qkv_t.dtype != torch.float32 or qkv_t.device.type != "cpu" or qkv_t.dim() != 5 or qkv_t.shape[1] != 3:
+        raise ValueError(f"banded_span_attention: qkv_t must be a float32 CPU tensor (heads, 3, head_dim, batch, seq), "
+                         f"got {qkv_t.dtype} {tuple(qkv_t.shape)} on {qkv_t.device}")
+    if not 0 <= width <= BANDED_SPAN_MAX_WIDTH:
+        raise ValueError(f"banded_span_attention: width must be in [0, {BANDED_SPAN_MAX_WIDTH}], got {width}")
+    bias = qkv_t.new_empty(0) if key_bias is None else key_bias.to(torch.float32)
+    return _op_banded_span(qkv_t, z.to(torch.float32), float(ramp), float(scaling), int(width), bias)
 
 
 def packed_cache_size() -> int:

@@ -31,6 +31,12 @@ try:  # the fused CUDA kernel (Triton is optional); imported in this form so tha
 except ImportError:  # pragma: no cover - depends on the environment
     triton_span_attention = None
     triton_span_interpreted = False
+try:  # the native CPU kernel's banded attention (compiled on first use; imported in the same form)
+    from .fff_cpu_kernel import BANDED_SPAN_MAX_WIDTH
+    from .fff_cpu_kernel import banded_span_attention as native_banded_attention
+    from .fff_cpu_kernel import banded_span_attention_available as native_banded_available
+except ImportError:  # pragma: no cover - depends on the environment
+    native_banded_attention = None
 
 
 class AdaptiveSpan(nn.Module):
@@ -79,12 +85,21 @@ class AdaptiveSpan(nn.Module):
         return ((self.ramp + z[:, None, None] - distance) / self.ramp).clamp(0, 1)
 
 
-def span_penalty(model: nn.Module, coefficient: float) -> torch.Tensor | None:
-    """coefficient * mean of z over every head of every adaptive-span layer of ``model`` (None if it has none)."""
-    zs = [module.z() for module in model.modules() if isinstance(module, AdaptiveSpan)]
-    if not zs:
+def span_penalty(model: nn.Module, coefficient: float, form: str = "mean") -> torch.Tensor | None:
+    """The span penalty of ``model``'s adaptive-span layers (None if it has none). ``form="mean"``: coefficient * mean
+    of z over every head (EdgeBERT). ``form="layer_rms"``: coefficient * mean over layers of sqrt(mean over the layer's
+    heads of (z + R)^2): a group penalty, whose gradient on a head grows as the other heads of its layer close (a lone
+    open head of 4 is pushed 2x as hard as under the mean), so whole layers close."""
+    modules = [module for module in model.modules() if isinstance(module, AdaptiveSpan)]
+    if not modules:
         return None
-    return coefficient * torch.cat(zs).mean()
+    if form == "mean":
+        return coefficient * torch.cat([module.z() for module in modules]).mean()
+    if form == "layer_rms":
+        # eps keeps the gradient finite (zero) for a layer whose heads are all closed
+        rms = [((module.z() + module.ramp) ** 2).mean().add(1e-6).sqrt() for module in modules]
+        return coefficient * torch.stack(rms).mean()
+    raise ValueError(f"unknown span penalty form {form!r} (expected 'mean' or 'layer_rms')")
 
 
 @torch.no_grad()
@@ -255,6 +270,35 @@ def _compact_projections(span: AdaptiveSpan, attention: nn.Module, active: list[
     return span._compact_cache[1]
 
 
+def _native_band_applies(hidden_states, attention_mask, width: int) -> bool:
+    """Whether the native CPU kernel computes this call's band: fp32 on the CPU, a per-key padding mask (or none), and a
+    band clearly narrower than the sequence (one that covers it is plain attention, which sdpa does faster)."""
+    seq_length = hidden_states.shape[1]
+    return (native_banded_attention is not None and hidden_states.device.type == "cpu"
+            and hidden_states.dtype == torch.float32 and 2 * width + 16 < seq_length
+            and width <= BANDED_SPAN_MAX_WIDTH
+            and (attention_mask is None or tuple(attention_mask.shape) == (hidden_states.shape[0], 1, 1, seq_length))
+            and native_banded_available())
+
+
+def _native_banded_block(hidden_states, attention_mask, weights, z, ramp: float, scaling: float, width: int,
+                         head_dim: int):
+    """The block of the heads that are on through the native CPU kernel, in transposed layouts: one GEMM writes the
+    queries, keys and values element-major (16 queries then fill one vector in the kernel), the kernel writes the
+    context the same way, and the output projection reads it transposed (no copies in between)."""
+    qkv_weight, dense_weight = weights
+    batch, seq_length, hidden = hidden_states.shape
+    heads = qkv_weight.shape[0] // (3 * head_dim)
+    # (batch, heads * 3 * head_dim, seq): each row's block is contiguous, which the kernel's windows read faster
+    qkv_t = torch.matmul(qkv_weight, hidden_states.transpose(1, 2))
+    qkv_t = qkv_t.view(batch, heads, 3, head_dim, seq_length).permute(1, 2, 3, 0, 4)
+    key_bias = None if attention_mask is None else attention_mask.reshape(batch * seq_length)
+    context_t = native_banded_attention(qkv_t, z, ramp, scaling, width, key_bias)  # (heads, head_dim, batch, seq)
+    # stored batch-major like its input: (batch, heads * head_dim, seq), read transposed by the output projection
+    context_t = context_t.permute(2, 0, 1, 3).reshape(batch, heads * head_dim, seq_length)
+    return torch.matmul(context_t.transpose(1, 2), dense_weight.t())
+
+
 def _fused_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, attention_mask, residual):
     """The block as one fused Triton launch, or None where it does not apply (no head on, quantized or biased
     projections, another mask layout, a band too wide, torch.compile tracing).
@@ -348,6 +392,12 @@ def _span_attention_forward(attention: nn.Module, hidden_states, attention_mask,
     if not active:  # every head is off: the attention output is zero, and nothing is computed
         return hidden_states.new_zeros(batch, seq_length, attention.dense.out_features), None
     compact = _compact_projections(span, attention, active)
+    width = band_width(active_spans)
+    if compact is not None and _native_band_applies(hidden_states, attention_mask, width):
+        output = _native_banded_block(hidden_states, attention_mask, compact, active_z, span.ramp, attention.scaling,
+                                      width, head_dim)
+        attention.__dict__["band_path"] = "native"  # which computation ran (read by tests and benchmarks)
+        return output, None
     if compact is not None:
         qkv_weight, dense_weight = compact
         qkv = nn.functional.linear(hidden_states, qkv_weight).view(batch, seq_length, len(active), 3, head_dim)
@@ -359,6 +409,7 @@ def _span_attention_forward(attention: nn.Module, hidden_states, attention_mask,
     if span._layout_cache is None or span._layout_cache[0] != layout_key:  # the bias tables, per length and spans
         layout = _band_layout(active_z, span.ramp, active_spans, seq_length, query.device, query.dtype)
         span._layout_cache = (layout_key, layout)
+    attention.__dict__["band_path"] = span._layout_cache[1][0]
     context = banded_attention(query, key, value, active_z, span.ramp, attention_mask, attention.scaling,
                                layout=span._layout_cache[1])
     context = context.reshape(batch, seq_length, len(active) * head_dim)

@@ -70,6 +70,11 @@ class UltraFastBertConfig(PreTrainedConfig):
         adaptive_span_ramp (`float`, *optional*, defaults to 16.0): the ramp R of the soft mask, in tokens.
         adaptive_span_penalty (`float`, *optional*, defaults to 0.0): coefficient of the span penalty
             (coefficient * mean z, z in tokens) added to the heads' training losses.
+        adaptive_span_penalty_form (`str`, *optional*, defaults to `"mean"`): `"mean"`: coefficient * mean z over all
+            heads (EdgeBERT); `"layer_rms"`: coefficient * mean over layers of the root mean square of the layer's
+            spans z + R, a group penalty that pushes the last open heads of a layer harder, so that spans close whole
+            layers (whose attention is then skipped outright) rather than heads scattered over layers. Equal spans
+            give both forms the same gradient.
         adaptive_span_init (`float`, *optional*): initial z of every head, in tokens (default: max_position_embeddings,
             i.e. the model starts as plain attention).
     """
@@ -108,6 +113,7 @@ class UltraFastBertConfig(PreTrainedConfig):
     adaptive_span: bool = False
     adaptive_span_ramp: float = 16.0
     adaptive_span_penalty: float = 0.0
+    adaptive_span_penalty_form: str = "mean"
     adaptive_span_init: float | None = None
 
     def __post_init__(self, **kwargs):
@@ -237,6 +243,9 @@ class UltraFastBertConfig(PreTrainedConfig):
         penalty = self.adaptive_span_penalty
         if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
             raise ValueError(f"UltraFastBertConfig.adaptive_span_penalty must be a number >= 0, got {penalty!r}")
+        if self.adaptive_span_penalty_form not in ("mean", "layer_rms"):
+            raise ValueError(f"UltraFastBertConfig.adaptive_span_penalty_form must be 'mean' or 'layer_rms', got "
+                             f"{self.adaptive_span_penalty_form!r}")
         initial = self.adaptive_span_init
         if initial is not None and (
             isinstance(initial, bool) or not isinstance(initial, (int, float))

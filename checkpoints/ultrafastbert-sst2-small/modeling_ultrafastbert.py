@@ -325,7 +325,8 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         is counted once, not once per micro-batch or per process."""
         if loss is None or not self.training or not getattr(self.config, "adaptive_span", False):
             return loss
-        penalty = span_penalty(self, self.config.adaptive_span_penalty)
+        penalty = span_penalty(self, self.config.adaptive_span_penalty,
+                               getattr(self.config, "adaptive_span_penalty_form", "mean"))
         if penalty is None:
             return loss
         if num_items_in_batch is not None:
