@@ -1647,6 +1647,12 @@ def banded_span_attention_available() -> bool:
     return bool(_op_banded_span)
 
 
+def banded_span_attention_op():
+    """The op itself (after `banded_span_attention_available()` returned True), for callers that validated their
+    inputs once and call it many times: ``op(qkv_t, z, ramp, scaling, width, key_bias_or_empty)``."""
+    return _op_banded_span
+
+
 def banded_span_attention(qkv_t: torch.Tensor, z: torch.Tensor, ramp: float, scaling: float, width: int,
                           key_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Adaptive-span attention inside the band, on the CPU, fp32, in transposed layouts. ``qkv_t`` (heads, 3, head_dim,

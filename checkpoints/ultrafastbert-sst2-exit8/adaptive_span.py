@@ -35,6 +35,7 @@ try:  # the native CPU kernel's banded attention (compiled on first use; importe
     from .fff_cpu_kernel import BANDED_SPAN_MAX_WIDTH
     from .fff_cpu_kernel import banded_span_attention as native_banded_attention
     from .fff_cpu_kernel import banded_span_attention_available as native_banded_available
+    from .fff_cpu_kernel import banded_span_attention_op as native_banded_op
 except ImportError:  # pragma: no cover - depends on the environment
     native_banded_attention = None
 
@@ -281,22 +282,59 @@ def _native_band_applies(hidden_states, attention_mask, width: int) -> bool:
             and native_banded_available())
 
 
-def _native_banded_block(hidden_states, attention_mask, weights, z, ramp: float, scaling: float, width: int,
-                         head_dim: int):
-    """The block of the heads that are on through the native CPU kernel, in transposed layouts: one GEMM writes the
-    queries, keys and values element-major (16 queries then fill one vector in the kernel), the kernel writes the
-    context the same way, and the output projection reads it transposed (no copies in between)."""
-    qkv_weight, dense_weight = weights
-    batch, seq_length, hidden = hidden_states.shape
-    heads = qkv_weight.shape[0] // (3 * head_dim)
-    # (batch, heads * 3 * head_dim, seq): each row's block is contiguous, which the kernel's windows read faster
-    qkv_t = torch.matmul(qkv_weight, hidden_states.transpose(1, 2))
+def _native_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, attention_mask):
+    """The block of the heads that are on through the native CPU kernel, or None where it does not apply (no head on,
+    quantized or biased projections, another mask layout, a band too wide for it, bf16, torch.compile tracing).
+
+    Everything the call needs (heads on, compact weights, z, band width) is cached on the span module like the CUDA
+    block's launch, keyed by the parameters' storage and versions and the call signature: at 128 tokens the generic
+    path's Python is a tenth of a block. In transposed layouts: one GEMM writes the queries, keys and values
+    element-major (16 queries then fill one vector in the kernel), the kernel writes the context the same way, and the
+    output projection reads it transposed (no copies in between)."""
+    if torch.compiler.is_compiling():
+        return None
+    modules = attention._modules
+    qkv_weight = modules["query_key_value"]._parameters.get("weight")
+    dense_weight = modules["dense"]._parameters.get("weight")
+    fraction = span._parameters["span_fraction"]
+    key = (
+        fraction.data_ptr(), fraction._version,
+        None if qkv_weight is None else (qkv_weight.data_ptr(), qkv_weight._version),
+        None if dense_weight is None else (dense_weight.data_ptr(), dense_weight._version),
+        hidden_states.shape, hidden_states.dtype, None if attention_mask is None else attention_mask.shape,
+    )
+    cached = span.__dict__.get("_native_block")
+    if cached is None or cached[0] != key:
+        cached = (key, _prepare_native_block(attention, span, hidden_states, attention_mask))
+        span.__dict__["_native_block"] = cached
+    prepared = cached[1]
+    if prepared is None:
+        return None
+    qkv_compact, dense_compact, z, width, heads, no_bias = prepared
+    attention.__dict__["computed_heads"] = heads  # what ran (read by tests and benchmarks)
+    attention.__dict__["band_path"] = "native"
+    batch, seq_length, _ = hidden_states.shape
+    head_dim = attention.head_dim
+    # (batch, heads * 3 * head_dim, seq): each row's block contiguous, which the kernel's windows read fastest
+    qkv_t = torch.matmul(qkv_compact, hidden_states.transpose(1, 2))
     qkv_t = qkv_t.view(batch, heads, 3, head_dim, seq_length).permute(1, 2, 3, 0, 4)
-    key_bias = None if attention_mask is None else attention_mask.reshape(batch * seq_length)
-    context_t = native_banded_attention(qkv_t, z, ramp, scaling, width, key_bias)  # (heads, head_dim, batch, seq)
+    key_bias = no_bias if attention_mask is None else attention_mask.reshape(batch * seq_length)
+    context_t = native_banded_op()(qkv_t, z, span.ramp, attention.scaling, width, key_bias)
     # stored batch-major like its input: (batch, heads * head_dim, seq), read transposed by the output projection
     context_t = context_t.permute(2, 0, 1, 3).reshape(batch, heads * head_dim, seq_length)
-    return torch.matmul(context_t.transpose(1, 2), dense_weight.t())
+    return torch.matmul(context_t.transpose(1, 2), dense_compact.t())
+
+
+def _prepare_native_block(attention, span, hidden_states, attention_mask):
+    active, active_z, active_spans = span.inference_plan()
+    if not active:
+        return None
+    compact = _compact_projections(span, attention, active)
+    width = band_width(active_spans)
+    if compact is None or not _native_band_applies(hidden_states, attention_mask, width):
+        return None
+    z = active_z.detach().to(torch.float32).contiguous()
+    return compact[0], compact[1], z, width, len(active), hidden_states.new_empty(0)
 
 
 def _fused_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, attention_mask, residual):
@@ -387,17 +425,15 @@ def _span_attention_forward(attention: nn.Module, hidden_states, attention_mask,
         fused = _fused_span_block(attention, span, hidden_states, attention_mask, residual)
         if fused is not None:
             return None, (fused,)
+    if native_banded_attention is not None and hidden_states.device.type == "cpu":
+        output = _native_span_block(attention, span, hidden_states, attention_mask)
+        if output is not None:
+            return output, None
     active, active_z, active_spans = span.inference_plan()
     attention.computed_heads = len(active)  # what the last call computed (read by tests and benchmarks)
     if not active:  # every head is off: the attention output is zero, and nothing is computed
         return hidden_states.new_zeros(batch, seq_length, attention.dense.out_features), None
     compact = _compact_projections(span, attention, active)
-    width = band_width(active_spans)
-    if compact is not None and _native_band_applies(hidden_states, attention_mask, width):
-        output = _native_banded_block(hidden_states, attention_mask, compact, active_z, span.ramp, attention.scaling,
-                                      width, head_dim)
-        attention.__dict__["band_path"] = "native"  # which computation ran (read by tests and benchmarks)
-        return output, None
     if compact is not None:
         qkv_weight, dense_weight = compact
         qkv = nn.functional.linear(hidden_states, qkv_weight).view(batch, seq_length, len(active), 3, head_dim)
