@@ -13,9 +13,11 @@ the distance from which on it sees nothing. The training loss gains `coefficient
 
 Two computations of the same function:
 - training (and `output_attentions`): softmax over all keys, times the mask, renormalised (`soft_span_attention`);
-- inference (`banded_span_attention`): heads of span 0 are not computed at all (their query/key/value rows and
-  output-projection columns are dropped), and each other head attends only inside its band, through query blocks
-  that each see a window of keys (softmax of score + log m over the window, which equals the renormalised product).
+- inference: heads of span 0 are not computed at all (their query/key/value rows and output-projection columns are
+  dropped), and each other head attends only inside its band (softmax of score + log m over the band, which equals
+  the renormalised product). On CUDA the block is one fused Triton launch (span_triton_kernel.py); on the CPU in fp32
+  the native kernel's `banded_span_attention_cpu` (fff_cpu_kernel.py); elsewhere, or for bands nearly as wide as the
+  sequence, PyTorch (`banded_attention`: query blocks that each see a window of keys, or one sdpa call).
 """
 
 import math
