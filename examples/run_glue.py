@@ -513,9 +513,13 @@ class DistillingSpanTrainer(SpanLearningRateTrainer, DistillationTrainer):
 
 def write_span_card_section(folder: Path, model, summary: dict) -> None:
     """Append the learned spans (table + heat map) to the model card."""
+    config = model.config
+    penalty = (f"penalty {config.adaptive_span_penalty} x mean span"
+               if getattr(config, "adaptive_span_penalty_form", "mean") == "mean"
+               else f"penalty {config.adaptive_span_penalty} x mean over layers of the RMS of the layer's spans")
     lines = ["", "## Adaptive attention span", "",
-             f"Each head learned a span (EdgeBERT / Sukhbaatar et al.; ramp R = {model.config.adaptive_span_ramp} tokens, "
-             f"penalty {model.config.adaptive_span_penalty} x mean span). At inference heads of span 0 are not computed "
+             f"Each head learned a span (EdgeBERT / Sukhbaatar et al.; ramp R = {config.adaptive_span_ramp} tokens, "
+             f"{penalty}). At inference heads of span 0 are not computed "
              "and the others attend only to tokens closer than their span.", "",
              f"Mean span {summary['mean_span']:.1f} tokens ({100 * summary['mean_span_fraction_of_sequence']:.1f}% of "
              f"{summary['sequence_length']}); {summary['heads_at_span_0']} of "

@@ -523,6 +523,7 @@ def test_run_glue_learns_spans_and_reports_them(wordpiece_tokenizer, tmp_path):
     assert saved["adaptive_span_penalty_form"] == "layer_rms"
     card = (out / "README.md").read_text()
     assert "## Adaptive attention span" in card and "| layer | head 0 |" in card
+    assert "RMS of the layer's spans" in card
     loaded = UltraFastBertForSequenceClassification.from_pretrained(out)
     assert span_summary(loaded, 32)["spans_per_layer"] == spans
 
