@@ -251,10 +251,11 @@ def test_penalty_takes_the_micro_batch_share_under_num_items_in_batch(cls):
         torch.testing.assert_close(share, torch.tensor(0.1 * 8.0 * items / total), rtol=1e-4, atol=1e-5)
 
 
-def test_spans_apply_on_the_early_exit_path():
+@pytest.mark.parametrize("length", [25, 60])  # 60: long enough for the native CPU band kernel
+def test_spans_apply_on_the_early_exit_path(length):
     model = span_model(UltraFastBertForSequenceClassification, seed=8, num_labels=2, exit_ramps=True)
     set_spans(model, [[-4.0, 2.0, 5.0, -4.0], [1.0, -4.0, 0.0, 6.0]])
-    ids, mask = batch(length=25)
+    ids, mask = batch(length=length)
     model.eval()
     with torch.no_grad():
         full = model(ids, attention_mask=mask, output_exit_logits=True).exit_logits
@@ -262,6 +263,8 @@ def test_spans_apply_on_the_early_exit_path():
         exiting = model(ids, attention_mask=mask)
     assert exiting.exit_layers.tolist() == [2, 2, 2]
     assert [layer.attention.computed_heads for layer in model.ultrafastbert.layers] == [2, 3]
+    if length == 60 and NATIVE_BAND:
+        assert [layer.attention.band_path for layer in model.ultrafastbert.layers] == ["native", "native"]
     torch.testing.assert_close(exiting.logits, full[:, -1], rtol=1e-5, atol=1e-5)
     model.set_exit_threshold(100.0)  # everyone exits at layer 1
     with torch.no_grad():
