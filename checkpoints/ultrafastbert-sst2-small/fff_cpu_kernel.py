@@ -22,7 +22,8 @@ computed level by level with the tokens kept sorted by their current node, so a 
 top levels) is loaded once for the whole group, and unshared rows are read by 8 interleaved dot products; then each
 token's output is accumulated over its visited nodes in registers and written once. fp32 accumulation throughout.
 The AdaptivFloat-8 op (``fff_forward_cpu_af8``) walks the same way over 8-bit rows decoded in registers, decoding each
-row once for all the tokens of a chunk that visit its node (see walk_chunk_af8).
+row once for all the tokens of a chunk that visit its node (see walk_chunk_af8). The same library also holds the
+adaptive-span attention inside each head's band (``banded_span_attention_cpu``, used by adaptive_span.py).
 """
 
 import hashlib
@@ -959,10 +960,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_activations_u8(const at:
 
 // ---- adaptive attention span: attention inside each head's band (see adaptive_span.py) ------------------------------
 // Everything is transposed, so that 16 consecutive queries fill one vector and no step needs a horizontal sum:
-// qkv_t (heads, 3, head_dim, batch, seq) is what one GEMM of the compact projection weights with the transposed
-// activations writes (queries, keys, values of each head, element-major); the context comes back the same way,
-// (heads, head_dim, batch, seq), and the output projection reads it transposed. z (heads,) the heads' spans minus the
-// ramp; key_bias (batch * seq) additive padding bias, or empty.
+// qkv_t (heads, 3, head_dim, batch, seq), any strides with the sequence contiguous, is what a GEMM of the compact
+// projection weights with the transposed activations writes (queries, keys, values of each head, element-major; the
+// caller's batched GEMM writes it batch-major); the context comes back in the same order of dimensions, (heads,
+// head_dim, batch, seq), and the output projection reads it transposed. z (heads,) the heads' spans minus the ramp;
+// key_bias (batch * seq) additive padding bias, or empty.
 // Query i of head h sees keys j with |i - j| <= width, weighted by m(d) = clamp((ramp + z_h - d) / ramp, 0, 1):
 // p_j = exp(s_j) m_j / sum_k exp(s_k) m_k, the soft form's masked and renormalised softmax without the keys whose
 // weight is 0. A work item is 16 queries of one head of one row and the window of keys they see.
