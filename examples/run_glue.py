@@ -515,7 +515,7 @@ def write_span_card_section(folder: Path, model, summary: dict) -> None:
     """Append the learned spans (table + heat map) to the model card."""
     config = model.config
     penalty = (f"penalty {config.adaptive_span_penalty} x mean span"
-               if getattr(config, "adaptive_span_penalty_form", "mean") == "mean"
+               if config.adaptive_span_penalty_form == "mean"
                else f"penalty {config.adaptive_span_penalty} x mean over layers of the RMS of the layer's spans")
     lines = ["", "## Adaptive attention span", "",
              f"Each head learned a span (EdgeBERT / Sukhbaatar et al.; ramp R = {config.adaptive_span_ramp} tokens, "

@@ -284,6 +284,20 @@ def _native_band_applies(hidden_states, attention_mask, width: int) -> bool:
             and native_banded_available())
 
 
+def _parameters_key(attention: nn.Module, span: AdaptiveSpan) -> tuple:
+    """The storage and version of the spans and the two projection weights: what the cached block plans depend on.
+    Read from the modules' dicts (attribute access through nn.Module costs microseconds per call)."""
+    modules = attention._modules
+    qkv_weight = modules["query_key_value"]._parameters.get("weight")
+    dense_weight = modules["dense"]._parameters.get("weight")
+    fraction = span._parameters["span_fraction"]
+    return (
+        fraction.data_ptr(), fraction._version,
+        None if qkv_weight is None else (qkv_weight.data_ptr(), qkv_weight._version),
+        None if dense_weight is None else (dense_weight.data_ptr(), dense_weight._version),
+    )
+
+
 def _native_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, attention_mask):
     """The block of the heads that are on through the native CPU kernel, or None where it does not apply (no head on,
     quantized or biased projections, another mask layout, a band too wide for it, bf16, torch.compile tracing).
@@ -295,16 +309,8 @@ def _native_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, 
     output projection reads it transposed (no copies in between)."""
     if torch.compiler.is_compiling():
         return None
-    modules = attention._modules
-    qkv_weight = modules["query_key_value"]._parameters.get("weight")
-    dense_weight = modules["dense"]._parameters.get("weight")
-    fraction = span._parameters["span_fraction"]
-    key = (
-        fraction.data_ptr(), fraction._version,
-        None if qkv_weight is None else (qkv_weight.data_ptr(), qkv_weight._version),
-        None if dense_weight is None else (dense_weight.data_ptr(), dense_weight._version),
-        hidden_states.shape, hidden_states.dtype, None if attention_mask is None else attention_mask.shape,
-    )
+    key = (_parameters_key(attention, span), hidden_states.shape, hidden_states.dtype,
+           None if attention_mask is None else attention_mask.shape)
     cached = span.__dict__.get("_native_block")
     if cached is None or cached[0] != key:
         cached = (key, _prepare_native_block(attention, span, hidden_states, attention_mask))
@@ -349,15 +355,9 @@ def _fused_span_block(attention: nn.Module, span: AdaptiveSpan, hidden_states, a
     """
     if torch.compiler.is_compiling():
         return None
-    modules = attention._modules
-    qkv_params, dense_params = modules["query_key_value"]._parameters, modules["dense"]._parameters
-    qkv_weight, dense_weight = qkv_params.get("weight"), dense_params.get("weight")
-    fraction = span._parameters["span_fraction"]
     padding = attention_mask
     key = (
-        fraction.data_ptr(), fraction._version,
-        None if qkv_weight is None else (qkv_weight.data_ptr(), qkv_weight._version),
-        None if dense_weight is None else (dense_weight.data_ptr(), dense_weight._version),
+        _parameters_key(attention, span),
         hidden_states.shape, hidden_states.stride(), hidden_states.dtype, hidden_states.device,
         hidden_states.data_ptr() % 16,
         None if padding is None else (padding.shape, padding.stride(), padding.dtype, padding.data_ptr() % 16),

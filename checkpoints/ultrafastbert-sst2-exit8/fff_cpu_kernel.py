@@ -1032,7 +1032,8 @@ at::Tensor banded_span_attention_cpu(const at::Tensor& qkv_t_in, const at::Tenso
   f32x16 lane;
   for (int l = 0; l < 16; ++l) lane[l] = float(l);
   at::parallel_for(0, heads * batch * blocks, 1, [&](int64_t w0, int64_t w1) {
-    std::vector<float> probs((kBandQueries + 2 * width) * 16), tail(dim * 16), key_tile(dim * 16), staged(16);
+    std::vector<float> probs((kBandQueries + 2 * width) * 16), weights(probs.size()), tail(dim * 16),
+        key_tile(dim * 16), staged(16);
     for (int64_t w = w0; w < w1; ++w) {
       const int64_t blk = w % blocks, b = (w / blocks) % batch, h = w / (blocks * batch);
       const float* qt = src + h * sh + b * sb;  // element d of query i: qt[d * sd + i]
@@ -1078,10 +1079,12 @@ at::Tensor banded_span_attention_cpu(const at::Tensor& qkv_t_in, const at::Tenso
           const int64_t j = klo + j0 + u;
           f32x16 distance = query_pos - float(j);
           distance = distance < 0.f ? -distance : distance;
-          const f32x16 m = (fr + zh - distance) * inv_ramp;
+          f32x16 m = (fr + zh - distance) * inv_ramp;
           f32x16 s = acc[u] * fs + (row_bias ? row_bias[j] : 0.f);
           s = (distance <= float(width)) & (m > 0.f) & query_valid ? s : splat16(-inf);
           store16(probs.data() + (j0 + u) * 16, s);
+          m = m > 1.f ? splat16(1.f) : m;  // the band weight, kept for the softmax pass
+          store16(weights.data() + (j0 + u) * 16, m < 0.f ? splat16(0.f) : m);
           top = s > top ? s : top;
         }
       }
@@ -1090,12 +1093,7 @@ at::Tensor banded_span_attention_cpu(const at::Tensor& qkv_t_in, const at::Tenso
       top = seen ? top : splat16(0.f);
       f32x16 total = splat16(0.f);
       for (int64_t jj = 0; jj < nwin; ++jj) {
-        f32x16 distance = query_pos - float(klo + jj);
-        distance = distance < 0.f ? -distance : distance;
-        f32x16 m = (fr + zh - distance) * inv_ramp;
-        m = m > 1.f ? splat16(1.f) : m;
-        m = m < 0.f ? splat16(0.f) : m;
-        const f32x16 p = exp16_nonpositive(load16(probs.data() + jj * 16) - top) * m;
+        const f32x16 p = exp16_nonpositive(load16(probs.data() + jj * 16) - top) * load16(weights.data() + jj * 16);
         total += p;
         store16(probs.data() + jj * 16, p);
       }

@@ -326,7 +326,7 @@ class UltraFastBertPreTrainedModel(PreTrainedModel):
         if loss is None or not self.training or not getattr(self.config, "adaptive_span", False):
             return loss
         penalty = span_penalty(self, self.config.adaptive_span_penalty,
-                               getattr(self.config, "adaptive_span_penalty_form", "mean"))
+                               self.config.adaptive_span_penalty_form)
         if penalty is None:
             return loss
         if num_items_in_batch is not None:
