@@ -11,6 +11,8 @@ Three timings per contender, from one run:
   host's launch cost and the GPU's time.
 - **CUDA graph**: the same call captured once and replayed (do_bench_cudagraph median): GPU time alone.
 - for the model, with --compile: torch.compile(model, mode="reduce-overhead") called like the eager model.
+Our model is timed with its automatic CUDA graphs (`config.cuda_graphs="auto"`: recorded on the third call of a shape)
+and without them (`"off"`, every kernel launched from Python).
 The layer also shows our module with the launch cache emptied before every call, i.e. what each call cost before the
 cache (validation, launch description and Triton's generic launch path on every call).
 
@@ -116,18 +118,27 @@ def model_bench(dtype, batch, seq, compile_model):
     torch.manual_seed(0)
     config = UltraFastBertConfig(attn_implementation="sdpa")  # the full 1x11 shape
     ours = UltraFastBertForSequenceClassification(config).cuda().to(dtype).eval()
+    ours.config.cuda_graphs = "auto"
     bert_config = BertConfig(vocab_size=config.vocab_size, hidden_size=768, num_hidden_layers=config.num_hidden_layers,
                              num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
     bert = BertForSequenceClassification._from_config(bert_config, attn_implementation="sdpa").cuda().to(dtype).eval()
     inputs = [(torch.randint(1, config.vocab_size, (batch, seq), device="cuda"),
                torch.ones(batch, seq, dtype=torch.long, device="cuda")) for _ in range(4)]
-    models = {"BERT FF-3072 (sdpa)": bert, "UltraFastBERT-1x11 (Triton FFF)": ours}
+    models = {"BERT FF-3072 (sdpa)": bert, "UltraFastBERT-1x11 (Triton FFF, cuda_graphs='auto')": ours}
     host, graph = {}, {}
     with torch.inference_mode():
         for name, model in models.items():
             call = lambda i, m=model: m(input_ids=inputs[i][0], attention_mask=inputs[i][1]).logits  # noqa: E731
             host[name] = host_launched_us(call, calls=30)
             graph[name] = graph_us(call)
+        # ours as it launched before the automatic graphs (cuda_graphs.py): every kernel from Python
+        ours.config.cuda_graphs = "off"
+        call = lambda i: ours(input_ids=inputs[i][0], attention_mask=inputs[i][1]).logits  # noqa: E731
+        host["UltraFastBERT-1x11, cuda_graphs='off' (every kernel from Python)"] = host_launched_us(call, calls=30)
+        ours.config.cuda_graphs = "auto"
+        recorded = ours.__dict__.get("_cuda_graphs")
+        print(f"  ours with cuda_graphs='auto': {getattr(recorded, 'recordings', 0)} graph(s) recorded, "
+              f"{getattr(recorded, 'replays', 0)} replays")
         if compile_model:
             for name, model in list(models.items()):
                 compiled = torch.compile(model, mode="reduce-overhead")

@@ -30,8 +30,8 @@ header); pass ``--train-files`` for raw text files (one document or sentence per
 """
 
 import argparse
+import copy
 import json
-import math
 import os
 import shutil
 import sys
@@ -322,15 +322,53 @@ class BudgetCallback(TrainerCallback):
 
 class HeldOutMaskingCollator:
     """Masks each training batch afresh; held-out examples come already masked (once, with a fixed seed), so every
-    evaluation - before and after training, on any number of devices - scores the very same masked tokens."""
+    evaluation - before and after training, on any number of devices - scores the very same masked tokens.
 
-    def __init__(self, mlm_collator: DataCollatorForLanguageModeling):
-        self.mlm_collator = mlm_collator
+    Under DDP each process masks its own share of the batch. Every process seeds the global generator alike, so masking
+    from it would give all of them the same mask positions and replacement tokens: the global batch would hold fewer
+    independent masks than on one device. So the training masks come from a generator seeded with the seed and the
+    process index."""
+
+    def __init__(self, mlm_collator: DataCollatorForLanguageModeling, seed: int, process_index: int):
+        self.mlm_collator = copy.copy(mlm_collator)  # the held-out masking keeps the global generator
+        self.mlm_collator.seed = seed + 1_000_003 * process_index
+        self.mlm_collator.generator = None  # made from the seed on first use (per dataloader worker, too)
 
     def __call__(self, examples: list[dict]) -> dict:
         if "labels" in examples[0]:
             return {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
         return self.mlm_collator(examples)
+
+
+@torch.no_grad()
+def held_out_mlm_loss(model: UltraFastBertForMaskedLM, dataset: "MaskedDataset", batch_size: int, bf16: bool) -> float:
+    """Mean cross-entropy over every masked token of the held-out set.
+
+    Computed whole in every process rather than through Trainer.evaluate: the result then does not depend on how many
+    processes share the work (a distributed evaluation pads its last batches with repeated examples), and, above all,
+    evaluating with the Trainer before training breaks DDP: accelerate marks the model as prepared for evaluation, so
+    train() reuses it unwrapped and the processes never average their gradients (each trains its own replica on its
+    shard). The masked FFF form is the training computation; it gives the same function as the conditional one and
+    needs no inference kernel."""
+    device = next(model.parameters()).device
+    was_training, inference = model.training, model.config.fff_inference
+    model.eval()
+    model.config.fff_inference = "dense"
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(dataset), batch_size):
+            input_ids = dataset.input_ids[start:start + batch_size].to(device)
+            labels = dataset.labels[start:start + batch_size].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=input_ids).logits
+            total += torch.nn.functional.cross_entropy(
+                logits.float().view(-1, logits.shape[-1]), labels.view(-1), reduction="sum"
+            ).item()
+            count += int((labels != -100).sum())
+    finally:
+        model.train(was_training)
+        model.config.fff_inference = inference
+    return total / max(1, count)
 
 
 class MaskedDataset(torch.utils.data.Dataset):
@@ -474,18 +512,13 @@ def main(argv=None) -> dict:
         args=training_args,
         train_dataset=PackedDataset(train_blocks),
         eval_dataset=eval_dataset,
-        data_collator=HeldOutMaskingCollator(collator),
+        data_collator=HeldOutMaskingCollator(collator, args.seed, training_args.process_index),
         peak_at=args.peak_at,
         clock=clock,
         callbacks=[BudgetCallback(clock)] if clock is not None else None,
     )
     def held_out_loss() -> float:
-        # The masked FFF form is the training computation; it gives the same function as the conditional one and
-        # needs no inference kernel.
-        config.fff_inference = "dense"
-        loss = trainer.evaluate()["eval_loss"]
-        config.fff_inference = "conditional"
-        return loss
+        return held_out_mlm_loss(model, eval_dataset, args.batch_size, bf16)
 
     eval_before = held_out_loss()
     set_seed(args.seed)

@@ -77,6 +77,10 @@ class UltraFastBertConfig(PreTrainedConfig):
             give both forms the same gradient.
         adaptive_span_init (`float`, *optional*): initial z of every head, in tokens (default: max_position_embeddings,
             i.e. the model starts as plain attention).
+        cuda_graphs (`str`, *optional*, defaults to `"off"`): `"auto"`: on CUDA, an inference call (eval, no
+            autograd, no labels or extra outputs) whose shapes were seen before is replayed from a recorded CUDA graph
+            instead of launching every kernel from Python (`cuda_graphs.py` lists the conditions); `"off"`: always
+            launch eagerly. Opt-in until its GPU tests (`tests/test_cuda_graphs.py`) have run on a GPU.
     """
 
     model_type = "ultrafastbert"
@@ -115,6 +119,7 @@ class UltraFastBertConfig(PreTrainedConfig):
     adaptive_span_penalty: float = 0.0
     adaptive_span_penalty_form: str = "mean"
     adaptive_span_init: float | None = None
+    cuda_graphs: str = "off"
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:
@@ -149,6 +154,7 @@ class UltraFastBertConfig(PreTrainedConfig):
             ("fff_kernel", _FFF_KERNELS),
             ("position_embedding_type", _POSITION_EMBEDDING_TYPES),
             ("classifier_pooling", _CLASSIFIER_POOLINGS),
+            ("cuda_graphs", ("auto", "off")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"UltraFastBertConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

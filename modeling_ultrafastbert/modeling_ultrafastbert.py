@@ -30,6 +30,7 @@ from .fast_feedforward import FastFeedForward
 from .adaptivfloat import AdaptivFloatLinear, prepare_quantized_modules_
 from .pruning import prepare_compact_pruned_modules_, restore_compact_pruned_weights_
 from .adaptive_span import AdaptiveSpan, adaptive_span_attention, span_penalty
+from .cuda_graphs import cuda_graph_inference, recording_graph
 
 # Every class a saved checkpoint should be loadable as through the Auto API with trust_remote_code=True.
 AUTO_MAP = {
@@ -51,7 +52,8 @@ def _may_sync(tensor: torch.Tensor) -> bool:
     """Whether reading a value back to the host is allowed (not while compiling or capturing a CUDA graph)."""
     if _is_compiling():
         return False
-    return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
+    # recording_graph: the warm-up run before a capture takes the capture's path, so that the capture meets nothing new
+    return not (tensor.is_cuda and (torch.cuda.is_current_stream_capturing() or recording_graph()))
 
 
 def _mean_loss(loss_fn: Callable, prediction: torch.Tensor, target: torch.Tensor, num_items_in_batch=None, **options):
@@ -448,6 +450,7 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
         keep = attention_mask.to(torch.bool)[:, None, None, :]
         return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
+    @cuda_graph_inference
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -466,6 +469,10 @@ class UltraFastBertModel(UltraFastBertPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         batch, seq_length = self._validate_inputs(input_ids, attention_mask, inputs_embeds)
+        if input_ids is not None and recording_graph():
+            # recording a CUDA graph whose caller range-checks the ids (cuda_graphs.py): a bad id must not fault the
+            # lookup kernel before that check can report it
+            input_ids = input_ids.clamp(0, self.config.vocab_size - 1)
         position_ids = self._position_ids(position_ids, attention_mask, batch, seq_length)
 
         hidden_states = self.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds, position_ids=position_ids)
@@ -511,6 +518,7 @@ class UltraFastBertForMaskedLM(UltraFastBertPreTrainedModel):
     def set_output_embeddings(self, new_embeddings):
         self.decoder = new_embeddings
 
+    @cuda_graph_inference
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -806,6 +814,7 @@ class UltraFastBertForSequenceClassification(UltraFastBertPreTrainedModel):
 
     # --- forward ----------------------------------------------------------------------------------------------
 
+    @cuda_graph_inference
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -914,6 +923,7 @@ class UltraFastBertForTokenClassification(UltraFastBertPreTrainedModel):
         self.token_classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @cuda_graph_inference
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -953,6 +963,7 @@ class UltraFastBertForQuestionAnswering(UltraFastBertPreTrainedModel):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.post_init()
 
+    @cuda_graph_inference
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
