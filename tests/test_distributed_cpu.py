@@ -51,9 +51,10 @@ def _result(stdout):
     return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
 
 
-def test_two_processes_compute_the_one_process_losses_gradients_and_weights(tmp_path):
-    one = _result(_run([str(REPO / "tests" / "ddp_train_steps.py"), "16"], tmp_path))
-    two = _result(_run([str(REPO / "tests" / "ddp_train_steps.py"), "8"], tmp_path, processes=2))
+@pytest.mark.parametrize("task", ["mlm", "classification"])
+def test_two_processes_compute_the_one_process_losses_gradients_and_weights(tmp_path, task):
+    one = _result(_run([str(REPO / "tests" / "ddp_train_steps.py"), "16", task], tmp_path))
+    two = _result(_run([str(REPO / "tests" / "ddp_train_steps.py"), "8", task], tmp_path, processes=2))
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["wrapped"] == "DistributedDataParallel"
     assert len(one["steps"]) == len(two["steps"]) == 3
