@@ -107,6 +107,47 @@ class CudaGraphCache:
             self.tensors_key = key
 
 
+class CudaGraphBackend:
+    """What recording and replaying needs from the device: CUDA graphs. (tests/test_cuda_graphs.py swaps in a CPU
+    emulation to test the bookkeeping around them on machines without a GPU.)"""
+
+    device_type = "cuda"
+
+    def handles(self, tensor: torch.Tensor) -> bool:
+        return tensor.is_cuda
+
+    def capturing(self) -> bool:
+        return torch.cuda.is_current_stream_capturing()
+
+    def new_pool(self):
+        return torch.cuda.graph_pool_handle()  # one pool per model: its graphs replay one at a time
+
+    def record(self, run, pool):
+        """Record ``run()`` (after one run outside the recording, on a side stream as PyTorch advises): the graph and
+        the output tensors its replays overwrite."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            output = run()
+        return graph, output
+
+    def replay(self, graph) -> None:
+        graph.replay()
+
+    def host_buffer(self) -> torch.Tensor:
+        return torch.empty(2, dtype=torch.int64, pin_memory=True)
+
+    def event(self):
+        return torch.cuda.Event()
+
+
+_BACKEND = CudaGraphBackend()
+
+
 def _graphable_inputs(model, args, kwargs):
     """The call's tensors by name if it may be recorded (see the module docstring), else None."""
     if model.training or torch.is_grad_enabled() or model.config.cuda_graphs != "auto":
@@ -114,16 +155,18 @@ def _graphable_inputs(model, args, kwargs):
     if len(args) > 1 or not _ACCEPTED.issuperset(kwargs):
         return None
     input_ids = args[0] if args else kwargs.get("input_ids")
-    if not isinstance(input_ids, torch.Tensor) or not input_ids.is_cuda or input_ids.dim() != 2 or input_ids.numel() == 0:
+    if not isinstance(input_ids, torch.Tensor) or not _BACKEND.handles(input_ids) or input_ids.dim() != 2:
         return None
-    if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
-        return None  # the eager forward names the problem
+    if input_ids.numel() == 0 or input_ids.dtype.is_floating_point or input_ids.dtype.is_complex:
+        return None  # the eager forward deals with these (empty outputs, or an error naming the problem)
+    if input_ids.dtype == torch.bool:
+        return None
     if any(kwargs.get(name) is not None for name in _MUST_BE_NONE) or any(kwargs.get(name) for name in _MUST_BE_FALSY):
         return None
     config = model.config
     if config.output_attentions or config.output_hidden_states or config.early_exit_entropy is not None:
         return None
-    if config.adaptive_span or torch.is_autocast_enabled("cuda") or torch.cuda.is_current_stream_capturing():
+    if config.adaptive_span or torch.is_autocast_enabled(_BACKEND.device_type) or _BACKEND.capturing():
         return None
     inputs = {"input_ids": input_ids}
     mask = kwargs.get("attention_mask")
@@ -148,22 +191,18 @@ def _clone_output(output):
 def _record(model, forward, inputs, cache):
     static_inputs = {name: tensor.clone() for name, tensor in inputs.items()}
     if cache.pool is None:
-        cache.pool = torch.cuda.graph_pool_handle()  # one pool per model: its graphs replay one at a time
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    _state.recording = True
-    try:
-        with torch.cuda.stream(side):  # a run outside the recording, on a side stream as PyTorch advises
-            forward(model, **static_inputs, return_dict=True)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=cache.pool):
-            static_output = forward(model, **static_inputs, return_dict=True)
-    finally:
-        _state.recording = False
-    bounds_host = torch.empty(2, dtype=torch.int64, pin_memory=True)
+        cache.pool = _BACKEND.new_pool()
+
+    def run():
+        _state.recording = True
+        try:
+            return forward(model, **static_inputs, return_dict=True)
+        finally:
+            _state.recording = False
+
+    graph, static_output = _BACKEND.record(run, cache.pool)
     cache.recordings += 1
-    return _RecordedCall(graph, static_inputs, static_output, bounds_host, torch.cuda.Event())
+    return _RecordedCall(graph, static_inputs, static_output, _BACKEND.host_buffer(), _BACKEND.event())
 
 
 def _replay(model, recorded, inputs):
@@ -174,7 +213,7 @@ def _replay(model, recorded, inputs):
     recorded.bounds_event.record()
     for name, tensor in inputs.items():
         recorded.static_inputs[name].copy_(tensor)
-    recorded.graph.replay()
+    _BACKEND.replay(recorded.graph)
     output = _clone_output(recorded.static_output)
     recorded.bounds_event.synchronize()
     low, high = recorded.bounds_host.tolist()

@@ -50,10 +50,9 @@ def _is_compiling() -> bool:
 
 def _may_sync(tensor: torch.Tensor) -> bool:
     """Whether reading a value back to the host is allowed (not while compiling or capturing a CUDA graph)."""
-    if _is_compiling():
+    if _is_compiling() or recording_graph():  # recording: the warm-up run before a capture takes the capture's path
         return False
-    # recording_graph: the warm-up run before a capture takes the capture's path, so that the capture meets nothing new
-    return not (tensor.is_cuda and (torch.cuda.is_current_stream_capturing() or recording_graph()))
+    return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
 
 
 def _mean_loss(loss_fn: Callable, prediction: torch.Tensor, target: torch.Tensor, num_items_in_batch=None, **options):
