@@ -571,4 +571,10 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        # under torchrun / accelerate launch: shut the process group down before exit (left to the interpreter's
+        # teardown, gloo's threads were seen to abort the process after its work was done)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -933,3 +933,8 @@ if __name__ == "__main__":
         main()
     except (FileNotFoundError, GlueDataError) as error:
         raise SystemExit(f"error: {error}") from None
+    finally:
+        # under torchrun / accelerate launch: shut the process group down before exit (left to the interpreter's
+        # teardown, gloo's threads were seen to abort the process after its work was done)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

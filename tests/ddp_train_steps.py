@@ -80,3 +80,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # not left to the interpreter's teardown (gloo aborted there once)

@@ -229,6 +229,8 @@ def test_bad_exit_settings_are_clear_value_errors():
         tiny_config(early_exit_entropy=0.3)
     with pytest.raises(ValueError, match="exit_predictor"):
         tiny_config(exit_ramps=True, exit_predictor={"entropy_bin_edges": [0.1], "exit_layers": [1]})
+    with pytest.raises(ValueError, match="num_hidden_layers >= 2"):  # no layer but the last: no ramp (was a crash in
+        tiny_config(exit_ramps=True, num_hidden_layers=1)           # Trainer, an empty optimizer in the ramp stage)
     model = ramp_model()
     with pytest.raises(ValueError, match="non-negative"):
         model.set_exit_threshold(-1.0)
