@@ -182,6 +182,11 @@ class UltraFastBertConfig(PreTrainedConfig):
         """Check the early-exit fields (also called before every exiting forward, since they may be set later)."""
         if not isinstance(self.exit_ramps, bool):
             raise ValueError(f"UltraFastBertConfig.exit_ramps must be a bool, got {self.exit_ramps!r}")
+        if self.exit_ramps and self.num_hidden_layers < 2:
+            raise ValueError(
+                "UltraFastBertConfig.exit_ramps needs num_hidden_layers >= 2: the off-ramps sit after every layer but "
+                f"the last, so a model of {self.num_hidden_layers} layer has none to exit from or to train"
+            )
         threshold = self.early_exit_entropy
         if threshold is not None:
             if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:

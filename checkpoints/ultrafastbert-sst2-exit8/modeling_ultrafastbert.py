@@ -49,7 +49,8 @@ def _is_compiling() -> bool:
 
 
 def _may_sync(tensor: torch.Tensor) -> bool:
-    """Whether reading a value back to the host is allowed (not while compiling or capturing a CUDA graph)."""
+    """Whether reading a value back to the host is allowed (not while compiling, capturing a CUDA graph or recording
+    one through cuda_graphs.py)."""
     if _is_compiling() or recording_graph():  # recording: the warm-up run before a capture takes the capture's path
         return False
     return not (tensor.is_cuda and torch.cuda.is_current_stream_capturing())
