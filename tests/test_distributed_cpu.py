@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SST2_TRAIN = REPO.parent / "shared" / "data" / "glue" / "SST-2" / "train.tsv"
+GLUE = REPO.parent / "shared" / "data" / "glue"
+SST2_TRAIN = GLUE / "SST-2" / "train.tsv"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, without relying on PATH
 
 
@@ -124,3 +125,40 @@ def test_the_budget_clock_stops_every_process_at_the_same_step(tmp_path):
                    "--output-dir", str(tmp_path / "budget")], tmp_path, processes=2)
     steps = [int(value) for value in re.findall(r'"global_steps": (\d+)', stdout)]
     assert len(steps) == 2 and steps[0] == steps[1] > 0, steps  # each process prints its own results
+
+
+@pytest.fixture(scope="module")
+def tiny_sst2_models(tmp_path_factory):
+    """A 3-layer masked LM pretrained for a few steps, and a classifier fine-tuned from it (the teacher)."""
+    if not SST2_TRAIN.is_file():
+        pytest.skip(f"SST-2 data not found at {SST2_TRAIN}")
+    folder = tmp_path_factory.mktemp("ddp-glue")
+    _run([str(REPO / "examples" / "pretrain_mlm.py"), "--sst2-train", str(SST2_TRAIN), "--max-lines", "800",
+          "--vocab-size", "400", "--hidden-size", "32", "--layers", "3", "--heads", "2", "--fff-depth", "3",
+          "--seq-length", "32", "--max-steps", "20", "--batch-size", "16", "--output-dir", str(folder / "mlm")], folder)
+    _run([str(REPO / "examples" / "run_glue.py"), *_GLUE_ARGS, "--model", str(folder / "mlm"),
+          "--output-dir", str(folder / "teacher")], folder)
+    return folder
+
+
+_GLUE_ARGS = ["--task", "sst2", "--data-dir", str(GLUE), "--max-steps", "8", "--batch-size", "8", "--max-length", "32",
+              "--lr", "1e-3", "--max-train-samples", "160", "--max-eval-samples", "64", "--logging-steps", "2"]
+
+
+@pytest.mark.parametrize("recipe", ["prune+spans+teacher", "two-stage exits"])
+def test_run_glue_recipes_keep_the_replicas_identical_under_ddp(tiny_sst2_models, tmp_path, recipe):
+    folder = tiny_sst2_models
+    extra = (["--prune", "movement", "--sparsity", "0.5", "--adaptive-span", "--span-penalty", "0.01",
+              "--teacher", str(folder / "teacher"), "--distill-alpha", "0.5"] if recipe.startswith("prune") else
+             ["--exit-ramps", "--exit-training", "two-stage", "--ramp-epochs", "1", "--exit-holdout", "40"])
+    stdout = _run([str(REPO / "tests" / "ddp_run_glue.py"), *_GLUE_ARGS, "--model", str(folder / "mlm"),
+                   "--output-dir", str(tmp_path / "out"), *extra], tmp_path, processes=2)
+    reports = [dict(item.split("=", 1) for item in line.split()[1:]) for line in stdout.splitlines()
+               if line.startswith("REPLICA ")]
+    stages = 2 if "exits" in recipe else 1
+    by_rank = {rank: [r for r in reports if r["rank"] == rank] for rank in ("0", "1")}
+    assert len(by_rank["0"]) == len(by_rank["1"]) == stages, stdout[-2000:]
+    for first, second in zip(by_rank["0"], by_rank["1"]):
+        assert first["wrapped"] == second["wrapped"] == "DistributedDataParallel"
+        assert int(first["steps"]) == int(second["steps"]) == 8
+        assert (first["norm"], first["sum"]) == (second["norm"], second["sum"])  # bit-identical replicas
