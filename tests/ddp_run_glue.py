@@ -22,7 +22,8 @@ def train_and_report(self, *args, **kwargs):
     output = train(self, *args, **kwargs)
     weights = torch.cat([p.detach().double().flatten() for p in self.model.parameters()])
     print(f"REPLICA rank={os.environ.get('RANK', '0')} wrapped={type(self.model_wrapped).__name__} "
-          f"steps={self.state.global_step} norm={weights.norm().item():.12e} sum={weights.sum().item():.12e}", flush=True)
+          f"steps={self.state.global_step} norm={weights.norm().item():.12e} sum={weights.sum().item():.12e} END",
+          flush=True)
     return output
 
 

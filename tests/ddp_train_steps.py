@@ -75,7 +75,7 @@ def main():
         print("RESULT " + json.dumps({
             "world_size": args.world_size, "wrapped": type(trainer.model_wrapped).__name__,
             "eval_after": eval_after, "steps": record.steps, "weights_norm": float(weights.norm()),
-        }), flush=True)
+        }) + " END", flush=True)
 
 
 if __name__ == "__main__":

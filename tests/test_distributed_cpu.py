@@ -49,7 +49,7 @@ def test_each_process_masks_its_share_with_its_own_generator():
 
 
 def _env(tmp_path):
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", DDP_TEST_OUT=str(tmp_path),
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", DDP_TEST_OUT=str(tmp_path), TQDM_DISABLE="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CUDA_VISIBLE_DEVICES", None)
     return env
@@ -73,7 +73,10 @@ def _run(command, tmp_path, processes=1, timeout=300):
 
 
 def _result(stdout):
-    return json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    # searched, not read line by line: another process's output may share the line (the processes write one pipe)
+    found = re.findall(r"RESULT (\{.*?\}) END", stdout)
+    assert len(found) == 1, stdout[-3000:]
+    return json.loads(found[0])
 
 
 @pytest.mark.parametrize("task", ["mlm", "classification"])
@@ -153,8 +156,9 @@ def test_run_glue_recipes_keep_the_replicas_identical_under_ddp(tiny_sst2_models
              ["--exit-ramps", "--exit-training", "two-stage", "--ramp-epochs", "1", "--exit-holdout", "40"])
     stdout = _run([str(REPO / "tests" / "ddp_run_glue.py"), *_GLUE_ARGS, "--model", str(folder / "mlm"),
                    "--output-dir", str(tmp_path / "out"), *extra], tmp_path, processes=2)
-    reports = [dict(item.split("=", 1) for item in line.split()[1:]) for line in stdout.splitlines()
-               if line.startswith("REPLICA ")]
+    fields = ("rank", "wrapped", "steps", "norm", "sum")
+    reports = [dict(zip(fields, match)) for match in re.findall(
+        r"REPLICA rank=(\d+) wrapped=([A-Za-z]+) steps=(\d+) norm=([-+.0-9e]+) sum=([-+.0-9e]+) END", stdout)]
     stages = 2 if "exits" in recipe else 1
     by_rank = {rank: [r for r in reports if r["rank"] == rank] for rank in ("0", "1")}
     assert len(by_rank["0"]) == len(by_rank["1"]) == stages, stdout[-2000:]
