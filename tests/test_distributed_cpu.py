@@ -114,8 +114,9 @@ def test_pretrain_mlm_on_two_processes_follows_one_process(tmp_path):
     # they did not average their gradients (a Trainer.evaluate() before training), the gradient norms ran ~1.4x higher.
     ratios = sorted(b[1] / a[1] for a, b in zip(one["grad_norm_curve"], two["grad_norm_curve"]))
     assert 0.85 < ratios[len(ratios) // 2] < 1.15, ratios
-    losses = [b[1] / a[1] for a, b in zip(one["train_loss_curve"], two["train_loss_curve"])]
-    assert max(abs(r - 1) for r in losses) < 0.03, losses
+    # (the logged loss averages ~400 masked tokens: a few percent of sampling noise; the defect of the issue was 2x)
+    gaps = [abs(b[1] / a[1] - 1) for a, b in zip(one["train_loss_curve"], two["train_loss_curve"])]
+    assert max(gaps) < 0.08 and sum(gaps) / len(gaps) < 0.03, gaps
     assert two["eval_mlm_loss_after"] == pytest.approx(one["eval_mlm_loss_after"], rel=0.02)
     assert two["eval_mlm_loss_after"] < two["eval_mlm_loss_before"] - 0.2
 
