@@ -320,24 +320,17 @@ class BudgetCallback(TrainerCallback):
         return control
 
 
-class HeldOutMaskingCollator:
-    """Masks each training batch afresh; held-out examples come already masked (once, with a fixed seed), so every
-    evaluation - before and after training, on any number of devices - scores the very same masked tokens.
-
-    Under DDP each process masks its own share of the batch. Every process seeds the global generator alike, so masking
-    from it would give all of them the same mask positions and replacement tokens: the global batch would hold fewer
-    independent masks than on one device. So the training masks come from a generator seeded with the seed and the
-    process index."""
-
-    def __init__(self, mlm_collator: DataCollatorForLanguageModeling, seed: int, process_index: int):
-        self.mlm_collator = copy.copy(mlm_collator)  # the held-out masking keeps the global generator
-        self.mlm_collator.seed = seed + 1_000_003 * process_index
-        self.mlm_collator.generator = None  # made from the seed on first use (per dataloader worker, too)
-
-    def __call__(self, examples: list[dict]) -> dict:
-        if "labels" in examples[0]:
-            return {key: torch.stack([example[key] for example in examples]) for key in examples[0]}
-        return self.mlm_collator(examples)
+def training_collator(mlm_collator: DataCollatorForLanguageModeling, seed: int,
+                      process_index: int) -> DataCollatorForLanguageModeling:
+    """``mlm_collator`` masking each training batch afresh from its own generator, seeded with the seed and the process
+    index. Under DDP each process masks its own share of the batch, and every process seeds the global generator alike:
+    masking from it would give all of them the same mask positions and replacement tokens, so the global batch would
+    hold fewer independent masks than on one device. (``mlm_collator`` itself keeps the global generator: the held-out
+    set is masked with it once, with a fixed seed.)"""
+    masker = copy.copy(mlm_collator)
+    masker.seed = seed + 1_000_003 * process_index
+    masker.generator = None  # made from the seed on first use (per dataloader worker, too)
+    return masker
 
 
 @torch.no_grad()
@@ -511,21 +504,17 @@ def main(argv=None) -> dict:
         model=model,
         args=training_args,
         train_dataset=PackedDataset(train_blocks),
-        eval_dataset=eval_dataset,
-        data_collator=HeldOutMaskingCollator(collator, args.seed, training_args.process_index),
+        data_collator=training_collator(collator, args.seed, training_args.process_index),
         peak_at=args.peak_at,
         clock=clock,
         callbacks=[BudgetCallback(clock)] if clock is not None else None,
     )
-    def held_out_loss() -> float:
-        return held_out_mlm_loss(model, eval_dataset, args.batch_size, bf16)
-
-    eval_before = held_out_loss()
+    eval_before = held_out_mlm_loss(model, eval_dataset, args.batch_size, bf16)
     set_seed(args.seed)
     train_started = time.time()
     train_output = trainer.train()
     train_seconds = time.time() - train_started
-    eval_after = held_out_loss()
+    eval_after = held_out_mlm_loss(model, eval_dataset, args.batch_size, bf16)
     train_log = [entry for entry in trainer.state.log_history if "loss" in entry]
     train_losses = [entry["loss"] for entry in train_log]
     world_size = trainer.args.world_size

@@ -1,5 +1,7 @@
-"""Shared test helpers: paths to ../shared, tiny configs, a tiny WordPiece tokenizer, a clean-environment runner."""
+"""Shared test helpers: paths to ../shared, tiny configs, a tiny WordPiece tokenizer, a clean-environment runner, the
+example scripts as modules."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +13,14 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
 SST2_DIR = SHARED / "data" / "glue" / "SST-2"
+
+
+def load_example(name: str):
+    """examples/NAME.py as a fresh module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO_ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def require_sst2() -> Path:

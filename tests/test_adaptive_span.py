@@ -498,15 +498,12 @@ def test_fused_span_kernel_on_cuda():
 
 
 def test_run_glue_learns_spans_and_reports_them(wordpiece_tokenizer, tmp_path):
-    import importlib.util
     import json
 
-    from conftest import REPO_ROOT, SHARED, require_sst2
+    from conftest import SHARED, load_example, require_sst2
 
     require_sst2()
-    spec = importlib.util.spec_from_file_location("run_glue_spans", REPO_ROOT / "examples" / "run_glue.py")
-    run_glue = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_glue)
+    run_glue = load_example("run_glue")
     mlm = tmp_path / "mlm"
     torch.manual_seed(0)
     UltraFastBertForMaskedLM(tiny_config(vocab_size=wordpiece_tokenizer.vocab_size)).save_pretrained(mlm)

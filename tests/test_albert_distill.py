@@ -1,6 +1,5 @@
 """ALBERT-style options (cross-layer sharing, factorized embeddings) and distillation from a fine-tuned teacher."""
 
-import importlib.util
 import json
 import math
 import warnings
@@ -30,11 +29,7 @@ from modeling_ultrafastbert.distillation import (
 warnings.filterwarnings("ignore", message="UltraFastBERT: no native FFF kernel")
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}_h", REPO_ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example as _load_script  # noqa: E402
 
 
 def _saved_keys(folder) -> set:

@@ -15,35 +15,28 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_example
+
 REPO = Path(__file__).resolve().parents[1]
 GLUE = REPO.parent / "shared" / "data" / "glue"
 SST2_TRAIN = GLUE / "SST-2" / "train.tsv"
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]  # torchrun, without relying on PATH
 
 
-def _load_pretrain_mlm():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pretrain_mlm_for_ddp_tests", REPO / "examples" / "pretrain_mlm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_each_process_masks_its_share_with_its_own_generator():
     import torch
 
-    pretrain_mlm = _load_pretrain_mlm()
+    pretrain_mlm = load_example("pretrain_mlm")
     tokenizer = pretrain_mlm.train_tokenizer(["a small corpus of words", "and some more words here"] * 5, 60, 32)
     collator = pretrain_mlm.DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=0.3)
     examples = [{"input_ids": torch.randint(5, len(tokenizer), (32,))} for _ in range(8)]
     masks = {}
     for process in (0, 1):
         torch.manual_seed(0)  # every process seeds the global generator alike (set_seed)
-        masks[process] = pretrain_mlm.HeldOutMaskingCollator(collator, 0, process)(examples)["labels"]
+        masks[process] = pretrain_mlm.training_collator(collator, 0, process)(examples)["labels"]
     assert not torch.equal(masks[0], masks[1])
     torch.manual_seed(1)
-    again = pretrain_mlm.HeldOutMaskingCollator(collator, 0, 0)(examples)["labels"]
+    again = pretrain_mlm.training_collator(collator, 0, 0)(examples)["labels"]
     assert torch.equal(again, masks[0])  # reproducible, whatever the global generator did
     assert collator.seed is None  # the held-out masking keeps the global generator
 

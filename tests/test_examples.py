@@ -1,6 +1,5 @@
 """The example scripts: crammed MLM pretraining, GLUE fine-tuning, the shipped checkpoint and the quickstart (CPU)."""
 
-import importlib.util
 import json
 import math
 import re
@@ -26,11 +25,7 @@ needs_sst2 = pytest.mark.skipif(
 )
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", REPO / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_example as load_script  # noqa: E402
 
 
 run_glue = load_script("run_glue")

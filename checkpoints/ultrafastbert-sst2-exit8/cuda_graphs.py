@@ -25,7 +25,6 @@ from collections import OrderedDict
 
 import torch
 
-CUDA_GRAPH_MODES = ("auto", "off")
 EAGER_CALLS_BEFORE_RECORDING = 2  # the first calls also warm up what a recording must not do (compiles, allocations)
 MAX_GRAPHS_PER_MODEL = 8  # least recently used graphs beyond this are dropped (their memory goes back to the pool)
 
@@ -223,6 +222,39 @@ def _replay(model, recorded, inputs):
     return output
 
 
+def _call_with_graphs(model, forward, args, kwargs, inputs):
+    """A graphable call: eager while its signature is new, then recorded once and replayed."""
+    return_dict = kwargs.get("return_dict")
+    return_dict = model.config.return_dict if return_dict is None else return_dict
+    _watch_registrations()
+    cache = model.__dict__.get("_cuda_graphs")
+    if cache is None:
+        cache = model.__dict__["_cuda_graphs"] = CudaGraphCache()
+    cache.check_tensors(model)
+    signature = _signature(model, inputs, return_dict)
+    recorded = cache.graphs.get(signature)
+    if recorded is None:
+        seen = cache.seen[signature] = cache.seen.pop(signature, 0) + 1
+        if len(cache.seen) > 8 * MAX_GRAPHS_PER_MODEL:  # many distinct shapes: forget the oldest counts
+            cache.seen.pop(next(iter(cache.seen)))
+        if seen <= EAGER_CALLS_BEFORE_RECORDING or signature in cache.failed:
+            return forward(model, *args, **kwargs)
+        try:
+            recorded = _record(model, forward, inputs, cache)
+        except Exception as error:  # noqa: BLE001 - any failure: this signature runs eagerly from now on
+            cache.failed.add(signature)
+            warnings.warn(f"UltraFastBERT: could not record a CUDA graph for this call ({type(error).__name__}: "
+                          f"{error}); it runs eagerly. Set config.cuda_graphs='off' to skip the attempt.")
+            return forward(model, *args, **kwargs)
+        cache.graphs[signature] = recorded
+        while len(cache.graphs) > MAX_GRAPHS_PER_MODEL:
+            cache.graphs.popitem(last=False)
+    cache.graphs.move_to_end(signature)
+    output = _replay(model, recorded, inputs)
+    cache.replays += 1
+    return output if return_dict else output.to_tuple()
+
+
 def cuda_graph_inference(forward):
     """Decorator for a model's ``forward``: repeated graphable inference calls on CUDA replay a recorded graph."""
 
@@ -233,44 +265,12 @@ def cuda_graph_inference(forward):
         depth = getattr(_state, "depth", 0)
         # only the outermost model call is recorded: a head's inner encoder call runs inside the head's graph
         inputs = _graphable_inputs(self, args, kwargs) if depth == 0 else None
-        if inputs is None:
-            _state.depth = depth + 1
-            try:
-                return forward(self, *args, **kwargs)
-            finally:
-                _state.depth = depth
-        return_dict = kwargs.get("return_dict")
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        _watch_registrations()
-        cache = self.__dict__.get("_cuda_graphs")
-        if cache is None:
-            cache = self.__dict__["_cuda_graphs"] = CudaGraphCache()
-        cache.check_tensors(self)
-        signature = _signature(self, inputs, return_dict)
         _state.depth = depth + 1
         try:
-            recorded = cache.graphs.get(signature)
-            if recorded is None:
-                seen = cache.seen[signature] = cache.seen.pop(signature, 0) + 1
-                if len(cache.seen) > 8 * MAX_GRAPHS_PER_MODEL:  # many distinct shapes: forget the oldest counts
-                    cache.seen.pop(next(iter(cache.seen)))
-                if seen <= EAGER_CALLS_BEFORE_RECORDING or signature in cache.failed:
-                    return forward(self, *args, **kwargs)
-                try:
-                    recorded = _record(self, forward, inputs, cache)
-                except Exception as error:  # noqa: BLE001 - any failure: this signature runs eagerly from now on
-                    cache.failed.add(signature)
-                    warnings.warn(f"UltraFastBERT: could not record a CUDA graph for this call ({type(error).__name__}: "
-                                  f"{error}); it runs eagerly. Set config.cuda_graphs='off' to skip the attempt.")
-                    return forward(self, *args, **kwargs)
-                cache.graphs[signature] = recorded
-                while len(cache.graphs) > MAX_GRAPHS_PER_MODEL:
-                    cache.graphs.popitem(last=False)
-            cache.graphs.move_to_end(signature)
-            output = _replay(self, recorded, inputs)
-            cache.replays += 1
+            if inputs is None:
+                return forward(self, *args, **kwargs)
+            return _call_with_graphs(self, forward, args, kwargs, inputs)
         finally:
             _state.depth = depth
-        return output if return_dict else output.to_tuple()
 
     return graph_aware_forward
