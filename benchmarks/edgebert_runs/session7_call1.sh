@@ -9,9 +9,9 @@ python3 -c "import torch, triton, transformers; print('torch', torch.__version__
 echo "== tests/test_cuda_graphs.py"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | tail -25
 echo "== bench_gpu_host_launch.py"
-timeout 150 python3 benchmarks/bench_gpu_host_launch.py 2>&1 | tail -25
+timeout 140 python3 benchmarks/bench_gpu_host_launch.py 2>&1 | tail -25
 echo "== session7_af8_sweep.py"
-timeout 110 python3 benchmarks/edgebert_runs/session7_af8_sweep.py 2>&1 | tail -25
+timeout 140 python3 benchmarks/edgebert_runs/session7_af8_sweep.py 2>&1 | tail -25
 echo "== GPU kernel tests, CUDA span tests"
-timeout 140 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_kernel.py "tests/test_adaptive_span.py" -k "not interpreter" 2>&1 | tail -8
+timeout 130 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_kernel.py "tests/test_adaptive_span.py" -k "not interpreter" 2>&1 | tail -8
 } 2>&1 | tee "$OUT/log.txt"
