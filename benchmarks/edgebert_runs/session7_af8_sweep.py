@@ -37,6 +37,7 @@ def graph_us(fn):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, nargs="+", default=[16384])
+    parser.add_argument("--configs", type=int, nargs="+", default=None, help="indices into CONFIGS (default: all)")
     args = parser.parse_args()
     torch.manual_seed(0)
     hidden, depth, dtype = 768, 11, torch.bfloat16
@@ -54,7 +55,8 @@ def main():
         ref = None
         print(f"\n== {tokens} tokens: (bt, bk, bn, warps, stages, top_bt) | bf16 rows us | AF8 rows us, decode via fp32 | "
               "AF8 rows us, direct bf16 decode | AF8 (direct) faster by")
-        for bt, bk, bn, warps, stages, top_bt in CONFIGS:
+        chosen = CONFIGS if args.configs is None else [CONFIGS[i] for i in args.configs]
+        for bt, bk, bn, warps, stages, top_bt in chosen:
             tk.GROUPED_CONFIG.update(shipped)
             tk.GROUPED_CONFIG.update(bt=bt, bk=bk, bn=bn, warps=warps, stages=stages, top_bt=top_bt)
             tk.clear_launch_cache()
