@@ -582,8 +582,9 @@ def _forward_traced(x, in_weight, in_bias, out_weight, strategy, residual):
 # run on the decoded weights.
 # ------------------------------------------------------------------------------------------------------------------
 
-# bf16 activations: decode the codes straight into bf16 bits (False: through fp32, the first version; kept for A/B)
-AF8_DIRECT_BF16_DECODE = True
+# bf16 activations: decode the codes straight into bf16 bits instead of through fp32 (same values). Off until it has
+# been timed and tested on a GPU (it has run only in Triton's interpreter); benchmarks/edgebert_runs/session7_*.py A/B it.
+AF8_DIRECT_BF16_DECODE = False
 
 if triton is not None:
 

@@ -378,14 +378,15 @@ def test_triton_8bit_kernel_in_the_interpreter_equals_grouped_kernel_on_decoded_
             got = tk.fff_forward_adaptivfloat8(x, c1, e1, b, c2, e2, residual=res)
             assert torch.equal(got, tk.fff_forward(x, d1, b, d2, strategy="grouped", residual=res))
             torch.testing.assert_close(got, res + fff_conditional_torch(x, d1, b, d2), rtol=1e-5, atol=1e-5)
-        # every one of the 256 codes in both matrices, exponent biases apart from 0, bf16 (decoded straight into bf16
-        # bits) and fp32 activations
+        # every one of the 256 codes in both matrices, exponent biases apart from 0, bf16 activations (codes decoded
+        # through fp32, and straight into bf16 bits) and fp32 activations
         for tokens, hidden, depth, e1, e2 in [(40, 32, 3, -3, -2), (70, 48, 4, -20, 5)]:
             nodes = 2 ** (depth + 1) - 1
             c1 = (torch.randperm(nodes * hidden, generator=g) % 256).to(torch.uint8).view(1, nodes, hidden)
             c2 = (torch.randperm(nodes * hidden, generator=g) % 256).to(torch.uint8).view(1, nodes, hidden)
             b = torch.randn(1, nodes, generator=g) * 0.1
-            for dtype in (torch.bfloat16, torch.float32):
+            for dtype, direct in [(torch.bfloat16, False), (torch.bfloat16, True), (torch.float32, True)]:
+                tk.AF8_DIRECT_BF16_DECODE = direct
                 d1, d2 = adaptivfloat_dequantize(c1, e1).to(dtype), adaptivfloat_dequantize(c2, e2).to(dtype)
                 x = (torch.randn(tokens, hidden, generator=g) * 2.0**-e1 / hidden).to(dtype)
                 res = torch.randn(tokens, hidden, generator=g).to(dtype)

@@ -60,6 +60,7 @@ def main():
             tk.GROUPED_CONFIG.update(shipped)
             tk.GROUPED_CONFIG.update(bt=bt, bk=bk, bn=bn, warps=warps, stages=stages, top_bt=top_bt)
             tk.clear_launch_cache()
+            tk.AF8_DIRECT_BF16_DECODE = True
             try:
                 y16 = tk.fff_forward(x, d1, in_b, d2, strategy="grouped")
                 y8 = tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2)
@@ -78,6 +79,7 @@ def main():
             tk.AF8_DIRECT_BF16_DECODE = True
             print(f"  {(bt, bk, bn, warps, stages, top_bt)} | {t16:8.1f} | {t8_old:8.1f} | {t8:8.1f} | "
                   f"{t16 / t8:5.2f}x  {check}, bf16 vs shipped tile rel {drift:.1e}", flush=True)
+    tk.AF8_DIRECT_BF16_DECODE = False
     tk.GROUPED_CONFIG.update(shipped)
 
 
