@@ -17,13 +17,12 @@ c = torch.bucketize(x.abs(), m)
 s = m[c.clamp(max=126)].sum().item()
 print("plain torch ok:", torch.equal(c.cpu(), torch.bucketize(x.abs().cpu(), m.cpu())))
 PY
-echo "== plain torch"; timeout 60 python3 /tmp/plain.py 2>&1 | tail -3 | tee /tmp/plain.log
+echo "== plain torch"; timeout 45 python3 /tmp/plain.py 2>&1 | tail -3 | tee /tmp/plain.log
 grep -q "plain torch ok: True" /tmp/plain.log || { echo "machine at fault: stop"; exit 3; }
-echo "== after importing the package"; timeout 60 python3 /tmp/plain.py x 2>&1 | tail -3
 echo "== tests/test_cuda_graphs.py"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | grep -v "^  File\|^Extension" | tail -25
+timeout 110 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graphs.py 2>&1 | grep -v "^  File\|^Extension" | tail -25
 echo "== bench_gpu_host_launch.py"
 timeout 110 python3 benchmarks/bench_gpu_host_launch.py 2>&1 | tail -22
 echo "== session7_af8_sweep.py"
-timeout 60 python3 benchmarks/edgebert_runs/session7_af8_sweep.py --configs 0 3 2>&1 | tail -12
+timeout 45 python3 benchmarks/edgebert_runs/session7_af8_sweep.py --configs 0 2>&1 | tail -12
 } 2>&1 | tee "$OUT/log.txt"
