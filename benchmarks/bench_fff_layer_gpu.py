@@ -197,17 +197,24 @@ def model_bench(dtype, batch=32, seq=128):
         print(f"{name:52s} {t:11.1f} {ref / t:15.2f}x")
 
 
-def adaptivfloat8_bench(tokens_list, dtype, hidden=768, depth=11):
-    """The grouped kernel reading AdaptivFloat-8 rows vs the same kernel on the decoded 16-bit weights (GPU time)."""
+def adaptivfloat8_layer(hidden, depth, dtype, device="cuda"):
+    """Random FFF weights as AdaptivFloat-8 codes: ((in_codes, in_exponent_bias, in_bias, out_codes,
+    out_exponent_bias), (decoded in weights, decoded out weights)), the bias and decoded weights in ``dtype``."""
     from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize
 
     nodes = 2 ** (depth + 1) - 1
-    in_w = torch.randn(1, nodes, hidden, device="cuda") / hidden**0.5
-    in_b = (torch.randn(1, nodes, device="cuda") * 0.1).to(dtype)
-    out_w = torch.randn(1, nodes, hidden, device="cuda") / (depth + 1) ** 0.5
+    in_w = torch.randn(1, nodes, hidden, device=device) / hidden**0.5
+    in_b = (torch.randn(1, nodes, device=device) * 0.1).to(dtype)
+    out_w = torch.randn(1, nodes, hidden, device=device) / (depth + 1) ** 0.5
     c1, e1 = adaptivfloat_quantize(in_w)
     c2, e2 = adaptivfloat_quantize(out_w)
-    d1, d2 = adaptivfloat_dequantize(c1, e1).to(dtype), adaptivfloat_dequantize(c2, e2).to(dtype)
+    decoded = adaptivfloat_dequantize(c1, e1).to(dtype), adaptivfloat_dequantize(c2, e2).to(dtype)
+    return (c1, e1, in_b, c2, e2), decoded
+
+
+def adaptivfloat8_bench(tokens_list, dtype, hidden=768, depth=11):
+    """The grouped kernel reading AdaptivFloat-8 rows vs the same kernel on the decoded 16-bit weights (GPU time)."""
+    (c1, e1, in_b, c2, e2), (d1, d2) = adaptivfloat8_layer(hidden, depth, dtype)
     print(f"\n== AdaptivFloat-8 rows vs {dtype} rows, grouped kernel, hidden {hidden}, depth {depth} "
           "(GPU time: CUDA-graph replay medians)")
     print(f"{'tokens':>7} {dtype!s:>16} {'AdaptivFloat-8':>15} {'8-bit faster by':>16}  check")

@@ -4,7 +4,6 @@ replicas that were never wrapped drift apart).
 
     ACCELERATE_USE_CPU=1 python3 -m torch.distributed.run --nproc_per_node 2 tests/ddp_run_glue.py RUN_GLUE_ARGS..."""
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,8 +11,9 @@ from pathlib import Path
 import torch
 import transformers
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conftest import load_example  # noqa: E402 - this file's folder is first on sys.path when run as a script
 
 train = transformers.Trainer.train
 
@@ -28,11 +28,8 @@ def train_and_report(self, *args, **kwargs):
 
 
 transformers.Trainer.train = train_and_report
-spec = importlib.util.spec_from_file_location("run_glue", REPO / "examples" / "run_glue.py")
-run_glue = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(run_glue)
 try:
-    run_glue.main(sys.argv[1:])
+    load_example("run_glue").main(sys.argv[1:])
 finally:
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -14,8 +14,10 @@ import torch
 import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_fff_layer_gpu import adaptivfloat8_layer, graph_us  # noqa: E402
+
 from modeling_ultrafastbert import fff_triton_kernel as tk  # noqa: E402
-from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize  # noqa: E402
 
 CONFIGS = [  # (bt, bk, bn, warps, stages, top_bt)
     (64, 64, 64, 4, 3, 64),  # shipped
@@ -26,14 +28,6 @@ CONFIGS = [  # (bt, bk, bn, warps, stages, top_bt)
 ]
 
 
-def graph_us(fn):
-    try:
-        return 1000.0 * triton.testing.do_bench_cudagraph(fn, rep=150, return_mode="median")
-    except Exception as error:
-        print(f"  failed: {type(error).__name__}: {str(error)[:160]}")
-        return float("nan")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, nargs="+", default=[16384])
@@ -41,46 +35,43 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     hidden, depth, dtype = 768, 11, torch.bfloat16
-    nodes = 2 ** (depth + 1) - 1
-    in_w = torch.randn(1, nodes, hidden, device="cuda") / hidden**0.5
-    in_b = (torch.randn(1, nodes, device="cuda") * 0.1).to(dtype)
-    out_w = torch.randn(1, nodes, hidden, device="cuda") / (depth + 1) ** 0.5
-    c1, e1 = adaptivfloat_quantize(in_w)
-    c2, e2 = adaptivfloat_quantize(out_w)
-    d1, d2 = adaptivfloat_dequantize(c1, e1).to(dtype), adaptivfloat_dequantize(c2, e2).to(dtype)
-    shipped = dict(tk.GROUPED_CONFIG)
+    (c1, e1, in_b, c2, e2), (d1, d2) = adaptivfloat8_layer(hidden, depth, dtype)
+    shipped, shipped_decode = dict(tk.GROUPED_CONFIG), tk.AF8_DIRECT_BF16_DECODE
+    chosen = CONFIGS if args.configs is None else [CONFIGS[i] for i in args.configs]
+
+    def af8(x, direct):
+        """Output and GPU time of the 8-bit kernel with the given decode."""
+        tk.AF8_DIRECT_BF16_DECODE = direct
+        y = tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2)
+        return y, graph_us(lambda i: tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2))
+
     print(torch.cuda.get_device_name(), "triton", triton.__version__)
     for tokens in args.tokens:
         x = torch.randn(tokens, hidden, device="cuda", dtype=dtype)
         ref = None
-        print(f"\n== {tokens} tokens: (bt, bk, bn, warps, stages, top_bt) | bf16 rows us | AF8 rows us, decode via fp32 | "
-              "AF8 rows us, direct bf16 decode | AF8 (direct) faster by")
-        chosen = CONFIGS if args.configs is None else [CONFIGS[i] for i in args.configs]
-        for bt, bk, bn, warps, stages, top_bt in chosen:
+        print(f"\n== {tokens} tokens: (bt, bk, bn, warps, stages, top_bt) | bf16 rows us | AF8 rows us, decode via "
+              "fp32 | AF8 rows us, direct bf16 decode | AF8 (direct) faster by")
+        for tile in chosen:
             tk.GROUPED_CONFIG.update(shipped)
-            tk.GROUPED_CONFIG.update(bt=bt, bk=bk, bn=bn, warps=warps, stages=stages, top_bt=top_bt)
+            tk.GROUPED_CONFIG.update(zip(("bt", "bk", "bn", "warps", "stages", "top_bt"), tile))
             tk.clear_launch_cache()
-            tk.AF8_DIRECT_BF16_DECODE = True
             try:
                 y16 = tk.fff_forward(x, d1, in_b, d2, strategy="grouped")
-                y8 = tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2)
+                t16 = graph_us(lambda i: tk.fff_forward(x, d1, in_b, d2, strategy="grouped"))
+                y8_fp32, t8_fp32 = af8(x, direct=False)
+                y8, t8 = af8(x, direct=True)
             except Exception as error:
-                print(f"  {(bt, bk, bn, warps, stages, top_bt)} failed: {type(error).__name__}: {str(error)[:160]}")
+                print(f"  {tile} failed: {type(error).__name__}: {str(error)[:160]}")
                 continue
             ref = y16 if ref is None else ref
             check = "identical" if torch.equal(y8, y16) else "DIFFERENT"
+            check += "" if torch.equal(y8_fp32, y16) else " (decode via fp32 DIFFERENT)"
             drift = ((y16.float() - ref.float()).norm() / ref.float().norm()).item()
-            t16 = graph_us(lambda: tk.fff_forward(x, d1, in_b, d2, strategy="grouped"))
-            t8 = graph_us(lambda: tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2))
-            tk.AF8_DIRECT_BF16_DECODE = False
-            y8_old = tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2)
-            check += "" if torch.equal(y8_old, y16) else " (old decode DIFFERENT)"
-            t8_old = graph_us(lambda: tk.fff_forward_adaptivfloat8(x, c1, e1, in_b, c2, e2))
-            tk.AF8_DIRECT_BF16_DECODE = True
-            print(f"  {(bt, bk, bn, warps, stages, top_bt)} | {t16:8.1f} | {t8_old:8.1f} | {t8:8.1f} | "
-                  f"{t16 / t8:5.2f}x  {check}, bf16 vs shipped tile rel {drift:.1e}", flush=True)
-    tk.AF8_DIRECT_BF16_DECODE = False
+            print(f"  {tile} | {t16:8.1f} | {t8_fp32:8.1f} | {t8:8.1f} | {t16 / t8:5.2f}x  {check}, "
+                  f"bf16 vs shipped tile rel {drift:.1e}", flush=True)
     tk.GROUPED_CONFIG.update(shipped)
+    tk.AF8_DIRECT_BF16_DECODE = shipped_decode
+    tk.clear_launch_cache()
 
 
 if __name__ == "__main__":
