@@ -1589,6 +1589,9 @@ def fff_forward_adaptivfloat8(
         )
     if x.shape[1] != in_codes.shape[2]:
         raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
+    for name, bias in (("in_exponent_bias", in_exponent_bias), ("out_exponent_bias", out_exponent_bias)):
+        if not -126 <= int(bias) <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
+            raise ValueError(f"fff_forward_adaptivfloat8: {name} {int(bias)} is outside [-126, 119]")
     if residual is None:
         return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
     if residual.shape != x.shape or residual.dtype != x.dtype:

@@ -133,3 +133,44 @@ def run_in_clean_env(code: str, tmp_path: Path, timeout: int = 300, extra_env: d
     if result.returncode != 0:
         raise AssertionError(f"clean-environment run failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
     return result.stdout
+
+
+_INTERPRETER_PROBE = """
+import torch
+import triton
+import triton.language as tl
+
+@triton.jit
+def ramp(out_ptr, n, BLOCK: tl.constexpr):
+    for start in range(0, n, BLOCK):  # a loop bound known only at run time, as in the FFF and span kernels
+        offsets = start + tl.arange(0, BLOCK)
+        tl.store(out_ptr + offsets, offsets.to(tl.float32), mask=offsets < n)
+
+out = torch.zeros(40)
+ramp[(1,)](out, 40, BLOCK=16)
+assert torch.equal(out, torch.arange(40.0)), out
+print("interpreter probe ok")
+"""
+_interpreter_problem: list = []
+
+
+def triton_interpreter_problem() -> str | None:
+    """Why Triton's interpreter (TRITON_INTERPRET=1) cannot run our kernels in this environment, or None if it can.
+
+    Triton 3.6's interpreter, for one, turns a run-time loop bound into a Python int with ``int(array)``, which NumPy 2
+    refuses for 1-element arrays; the kernels themselves compile and run on GPUs there (tests/test_gpu_kernel.py).
+    """
+    if not _interpreter_problem:
+        import triton
+
+        result = subprocess.run([sys.executable, "-c", _INTERPRETER_PROBE], env=dict(os.environ, TRITON_INTERPRET="1"),
+                                capture_output=True, text=True, timeout=300)
+        problem = None
+        if result.returncode != 0 or "interpreter probe ok" not in result.stdout:
+            import numpy
+
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            problem = (f"Triton {triton.__version__}'s interpreter cannot run a loop with a run-time bound here "
+                       f"(NumPy {numpy.__version__}): {last}")
+        _interpreter_problem.append(problem)
+    return _interpreter_problem[0]

@@ -77,10 +77,10 @@ class UltraFastBertConfig(PreTrainedConfig):
             give both forms the same gradient.
         adaptive_span_init (`float`, *optional*): initial z of every head, in tokens (default: max_position_embeddings,
             i.e. the model starts as plain attention).
-        cuda_graphs (`str`, *optional*, defaults to `"off"`): `"auto"`: on CUDA, an inference call (eval, no
+        cuda_graphs (`str`, *optional*, defaults to `"auto"`): `"auto"`: on CUDA, an inference call (eval, no
             autograd, no labels or extra outputs) whose shapes were seen before is replayed from a recorded CUDA graph
             instead of launching every kernel from Python (`cuda_graphs.py` lists the conditions); `"off"`: always
-            launch eagerly. Opt-in until its GPU tests (`tests/test_cuda_graphs.py`) have run on a GPU.
+            launch eagerly. No effect on the CPU.
     """
 
     model_type = "ultrafastbert"
@@ -119,7 +119,7 @@ class UltraFastBertConfig(PreTrainedConfig):
     adaptive_span_penalty: float = 0.0
     adaptive_span_penalty_form: str = "mean"
     adaptive_span_init: float | None = None
-    cuda_graphs: str = "off"
+    cuda_graphs: str = "auto"
 
     def __post_init__(self, **kwargs):
         if self.classifier_hidden_size is None:

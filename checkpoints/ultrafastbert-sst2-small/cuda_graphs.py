@@ -14,8 +14,7 @@ or buffer changes (in place, moved, or replaced) or an inference setting of the 
 range-checked outside the graph without stalling the host: their min/max go to pinned memory before the replay and are
 read after it has been queued; inside the graph the ids are clamped so that a bad id cannot fault the lookup kernel.
 
-Switch on with ``model.config.cuda_graphs = "auto"`` (off by default until the GPU tests, tests/test_cuda_graphs.py,
-have run on a GPU).
+On by default (``config.cuda_graphs = "auto"``); ``"off"`` launches every kernel from Python.
 """
 
 import functools
