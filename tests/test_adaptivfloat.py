@@ -216,6 +216,12 @@ def test_8bit_kernel_rejects_bad_inputs(cpu_kernel):
         cpu_kernel.fff_forward_adaptivfloat8(torch.zeros(2, 16), codes, -200, bias, codes, 0)
     with pytest.raises(ValueError, match="out_exponent_bias 120 is outside"):
         cpu_kernel.fff_forward_adaptivfloat8(torch.zeros(2, 16), codes, 0, bias, codes, 120)
+    with pytest.raises(ValueError, match="nodes per tree"):
+        cpu_kernel.fff_forward_adaptivfloat8(torch.zeros(2, 16), codes[:, :6], 0, bias[:, :6], codes[:, :6], 0)
+    with pytest.raises(TypeError, match="in_bias must be floating point"):
+        cpu_kernel.fff_forward_adaptivfloat8(torch.zeros(2, 16), codes, 0, bias.long(), codes, 0)
+    with pytest.raises(ValueError, match="in_bias is on meta"):
+        cpu_kernel.fff_forward_adaptivfloat8(torch.zeros(2, 16), codes, 0, bias.to("meta"), codes, 0)
 
 
 # ----------------------------------------------------------------------------------------------- models

@@ -1589,6 +1589,17 @@ def fff_forward_adaptivfloat8(
         )
     if x.shape[1] != in_codes.shape[2]:
         raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
+    nodes = in_codes.shape[1]
+    if nodes < 1 or (nodes + 1) & nodes:
+        raise ValueError(f"fff_forward_adaptivfloat8: nodes per tree must be 2**(D+1)-1, got {nodes}")
+    if not in_bias.is_floating_point():
+        raise TypeError(f"fff_forward_adaptivfloat8: in_bias must be floating point, got {in_bias.dtype}")
+    for name, t in (("x", x), ("in_codes", in_codes), ("in_bias", in_bias), ("out_codes", out_codes)):
+        if t.device.type != "cpu":
+            raise ValueError(f"fff_forward_adaptivfloat8: {name} is on {t.device}, the CPU kernel needs every tensor "
+                             "on the CPU")
+    # every check the C++ op makes is made here first: on one machine (Ubuntu 24.04, GCC 13, torch 2.11) an error
+    # raised inside the op killed the process instead of reaching Python (benchmarks/edgebert_runs/session8_throw_diag.py)
     for name, bias in (("in_exponent_bias", in_exponent_bias), ("out_exponent_bias", out_exponent_bias)):
         if not -126 <= int(bias) <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
             raise ValueError(f"fff_forward_adaptivfloat8: {name} {int(bias)} is outside [-126, 119]")
