@@ -174,3 +174,11 @@ def triton_interpreter_problem() -> str | None:
                        f"(NumPy {numpy.__version__}): {last}")
         _interpreter_problem.append(problem)
     return _interpreter_problem[0]
+
+
+def require_triton_interpreter() -> None:
+    """Skip the calling test, naming why, if Triton's interpreter cannot run our kernels here; in CI (``CI`` set),
+    where the interpreter is the only run the Triton kernels get, fail instead."""
+    problem = triton_interpreter_problem()
+    if problem is not None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(problem)

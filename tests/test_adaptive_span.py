@@ -470,11 +470,9 @@ def test_fused_span_kernel_in_the_triton_interpreter(tmp_path):
     import sys
 
     pytest.importorskip("triton")
-    from conftest import REPO_ROOT, triton_interpreter_problem
+    from conftest import REPO_ROOT, require_triton_interpreter
 
-    problem = triton_interpreter_problem()
-    if problem is not None:
-        pytest.skip(problem)
+    require_triton_interpreter()
 
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO_ROOT))
     result = subprocess.run([sys.executable, "-c", FUSED_CHECK + "\ncheck('cpu')\nprint('fused ok')"], cwd=tmp_path,

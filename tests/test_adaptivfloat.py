@@ -364,11 +364,9 @@ def test_triton_8bit_kernel_in_the_interpreter_equals_grouped_kernel_on_decoded_
     import textwrap
 
     pytest.importorskip("triton")
-    from conftest import REPO_ROOT, triton_interpreter_problem
+    from conftest import REPO_ROOT, require_triton_interpreter
 
-    problem = triton_interpreter_problem()
-    if problem is not None:
-        pytest.skip(problem)
+    require_triton_interpreter()
 
     code = textwrap.dedent(
         """
