@@ -269,3 +269,50 @@ def test_a_cache_that_cannot_be_created_is_not_used(tmp_path, monkeypatch, fake_
     with pytest.raises(fff_cpu_kernel._CacheUnusable, match="cannot be created"):
         fff_cpu_kernel._cached_library()
     assert not fake_compiler
+
+
+# --- a toolchain whose C++ exceptions kill the process -------------------------------------------------------------
+# A library defining the kernel's op whose every call ends the process, as a failing TORCH_CHECK did with one
+# toolchain (a relocated GCC behind $CXX): what the build's self-test must catch.
+_CRASHING_OP = """
+#include <cstdlib>
+#include <torch/library.h>
+#include <ATen/ATen.h>
+at::Tensor crash(const at::Tensor& x, const at::Tensor&, const at::Tensor&, const at::Tensor&) { std::abort(); }
+TORCH_LIBRARY(ultrafastbert, m) { m.def("%s"); }
+TORCH_LIBRARY_IMPL(ultrafastbert, CPU, m) { m.impl("fff_forward_cpu", &crash); }
+"""
+
+
+@pytest.fixture(scope="module")
+def crashing_library(built, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crashing")
+    source, library = folder / "crash.cpp", folder / "crash.so"
+    source.write_text(_CRASHING_OP % fff_cpu_kernel.OP_SCHEMA)
+    proc = subprocess.run(fff_cpu_kernel._compile_command(str(library), str(source), []), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return library
+
+
+def test_self_test_passes_a_good_library_and_fails_one_that_crashes(built, crashing_library):
+    assert fff_cpu_kernel._exception_self_test(built) is None
+    problem = fff_cpu_kernel._exception_self_test(crashing_library)
+    assert problem is not None and "ended the process (signal 6)" in problem, problem
+
+
+def test_build_moves_on_to_the_next_compiler_when_a_library_fails_its_self_test(tmp_path, monkeypatch, built,
+                                                                             crashing_library):
+    """The compile step of each candidate is replaced by a copy: the first "compiler" gives the crashing library."""
+    produced_by = {"broken-cxx": crashing_library, "good-cxx": built}
+    monkeypatch.setattr(fff_cpu_kernel, "_compilers", lambda: list(produced_by))
+    monkeypatch.setattr(fff_cpu_kernel, "_compile_command",
+                        lambda output, source, arch, compiler=None: ["cp", str(produced_by[compiler]), output])
+    output = tmp_path / "fff_cpu_kernel.so"
+    fff_cpu_kernel._compile(output, str(tmp_path))
+    assert output.read_bytes() == built.read_bytes()
+
+    produced_by["good-cxx"] = crashing_library  # no candidate gives a library that raises: a clear error
+    with pytest.raises(RuntimeError, match="(?s)broken-cxx: the library it built fails its self-test.*"
+                                           "good-cxx: the library it built fails its self-test"):
+        fff_cpu_kernel._compile(output, str(tmp_path))

@@ -1213,10 +1213,16 @@ def _compiler() -> str:
     return os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
 
 
-def _compile_command(output: str, source: str, arch_flags: list[str]) -> list[str]:
+def _compilers() -> list[str]:
+    """The compilers to try, in order: $CXX, then Python's own C++ compiler, then c++."""
+    candidates = [os.environ.get("CXX"), sysconfig.get_config_var("CXX"), "c++"]
+    return [c for i, c in enumerate(candidates) if c and c not in candidates[:i]]
+
+
+def _compile_command(output: str, source: str, arch_flags: list[str], compiler: str | None = None) -> list[str]:
     from torch.utils import cpp_extension
 
-    cmd = _compiler().split() + [source, "-o", output] + _BASE_FLAGS + arch_flags
+    cmd = (compiler or _compiler()).split() + [source, "-o", output] + _BASE_FLAGS + arch_flags
     cmd += [f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
     for path in cpp_extension.include_paths():
         cmd += ["-isystem", path]
@@ -1227,7 +1233,9 @@ def _compile_command(output: str, source: str, arch_flags: list[str]) -> list[st
 
 
 def _build_key() -> str:
-    key = "\n".join([_CPP_SOURCE, " ".join(_BASE_FLAGS + _ARCH_FLAGS), _compiler(), torch.__version__,
+    # "exception self-test": libraries cached before the build checked that errors raise are built again
+    key = "\n".join([_CPP_SOURCE, " ".join(_BASE_FLAGS + _ARCH_FLAGS), "exception self-test", _compiler(),
+                     torch.__version__,
                      _cpu_signature()])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
@@ -1308,17 +1316,55 @@ def _library_problem(library: Path) -> str | None:
     return None
 
 
+# Run in a fresh interpreter on a just-built library: an op whose input check fails must raise RuntimeError. A
+# toolchain can build libraries whose C++ exceptions kill the process instead (seen: a relocated GCC 13 behind $CXX,
+# with torch 2.11, where every failing TORCH_CHECK was a SIGSEGV), and then any bad input would crash the user's Python.
+_EXCEPTION_PROBE = """
+import sys, torch
+torch.ops.load_library(sys.argv[1])
+try:
+    torch.ops.ultrafastbert.fff_forward_cpu(torch.zeros(2, 3), torch.zeros(1, 1, 4), torch.zeros(1, 1),
+                                            torch.zeros(1, 1, 4))
+except RuntimeError:
+    print("raised")
+"""
+
+
+def _exception_self_test(library: Path) -> str | None:
+    """None if a failing check inside ``library`` reaches Python as an exception, else what went wrong."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _EXCEPTION_PROBE, str(library)], capture_output=True, text=True,
+                              timeout=300)
+    except subprocess.TimeoutExpired:
+        return "its error check did not return within 300 s"
+    if proc.returncode == 0 and proc.stdout.strip().endswith("raised"):
+        return None
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    return f"an error raised inside it ended the process ({how}) instead of reaching Python"
+
+
 def _compile(output: Path, workdir: str) -> None:
     source = os.path.join(workdir, "fff_cpu_kernel.cpp")
     with open(source, "w") as f:
         f.write(_CPP_SOURCE)
     errors = []
-    for arch in (_ARCH_FLAGS, []):  # a compiler without -march=native still gets a portable build
-        proc = subprocess.run(_compile_command(str(output), source, arch), capture_output=True, text=True)
-        if proc.returncode == 0:
-            os.chmod(output, 0o755)  # whatever the umask: no one else may write the library
-            return
-        errors.append(proc.stderr.strip()[-2000:])
+    for compiler in _compilers():
+        for arch in (_ARCH_FLAGS, []):  # a compiler without -march=native still gets a portable build
+            try:
+                proc = subprocess.run(_compile_command(str(output), source, arch, compiler), capture_output=True,
+                                      text=True)
+            except OSError as error:  # no such compiler
+                errors.append(f"{compiler}: {error}")
+                break
+            if proc.returncode != 0:
+                errors.append(f"{compiler}: {proc.stderr.strip()[-2000:]}")
+                continue
+            problem = _exception_self_test(output)
+            if problem is None:
+                os.chmod(output, 0o755)  # whatever the umask: no one else may write the library
+                return
+            errors.append(f"{compiler}: the library it built fails its self-test: {problem}")
+            break  # the flags do not change how this toolchain handles exceptions: next compiler
     raise RuntimeError("compiling the FFF CPU kernel failed:\n" + "\n---\n".join(errors))
 
 
