@@ -1,10 +1,15 @@
-"""Device diagnosis, not run yet (no machine started for it in session 8). On the H100 machine of session 8 (Ubuntu 24.04,
-GCC 13.3, torch 2.11.0+cu130, Python 3.12) a TORCH_CHECK failing inside the CPU kernel's 8-bit op (an exponent bias of
--200, called through torch.ops) killed Python with SIGSEGV instead of raising; here (Debian 12, GCC 12, torch 2.13) it
-raises RuntimeError. This builds the library with some flags changed, each in a fresh cache, and a minimal op that only
-throws, and reports which survive, plus the compile command and what the library links.
+"""Device diagnosis (session 8). On the H100 machine of session 8 (Ubuntu 24.04, torch 2.11.0+cu130, Python 3.12) a
+TORCH_CHECK failing inside the CPU kernel's 8-bit op (an exponent bias of -200, called through torch.ops) killed Python
+with SIGSEGV instead of raising; here (Debian 12, GCC 12, torch 2.13) it raises RuntimeError. This builds the library
+with some flags changed, each in a fresh cache, and a minimal op that only throws, and reports which survive, plus the
+compile command and what the library links.
 
     python3 benchmarks/edgebert_runs/session8_throw_diag.py
+
+Result there: every variant died with SIGSEGV (rc=-11), the minimal op included; the compiler was $CXX =
+/opt/gcc/bin/g++, a shell wrapper around a relocated GCC 13.3 (`g++-real -B/opt/gcc/bin/ -B/opt/gcc/lib/gcc/...`).
+The same minimal op built with /usr/bin/g++ raised RuntimeError. So that toolchain builds libraries whose C++
+exceptions cannot unwind into libtorch; the build now self-tests each library and moves on to the next compiler.
 """
 import os, subprocess, sys, tempfile, time
 VARIANTS = {
