@@ -1209,14 +1209,15 @@ def _cpu_signature() -> str:
     return platform.machine() + ":" + platform.processor()
 
 
-def _compiler() -> str:
-    return os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
-
-
 def _compilers() -> list[str]:
     """The compilers to try, in order: $CXX, then Python's own C++ compiler, then c++."""
     candidates = [os.environ.get("CXX"), sysconfig.get_config_var("CXX"), "c++"]
     return [c for i, c in enumerate(candidates) if c and c not in candidates[:i]]
+
+
+def _compiler() -> str:
+    """The compiler asked for (the first one tried)."""
+    return _compilers()[0]
 
 
 def _compile_command(output: str, source: str, arch_flags: list[str], compiler: str | None = None) -> list[str]:
@@ -1235,8 +1236,7 @@ def _compile_command(output: str, source: str, arch_flags: list[str], compiler: 
 def _build_key() -> str:
     # "exception self-test": libraries cached before the build checked that errors raise are built again
     key = "\n".join([_CPP_SOURCE, " ".join(_BASE_FLAGS + _ARCH_FLAGS), "exception self-test", _compiler(),
-                     torch.__version__,
-                     _cpu_signature()])
+                     torch.__version__, _cpu_signature()])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -1553,9 +1553,13 @@ def _check_inputs(x, in_weight, in_bias, out_weight) -> None:
         )
     if x.shape[1] != in_weight.shape[2]:
         raise ValueError(f"fff_forward: x has hidden size {x.shape[1]} but the weights have {in_weight.shape[2]}")
-    for name, t in (("x", x), ("in_weight", in_weight), ("in_bias", in_bias), ("out_weight", out_weight)):
+    _check_on_cpu("fff_forward", x=x, in_weight=in_weight, in_bias=in_bias, out_weight=out_weight)
+
+
+def _check_on_cpu(op: str, **tensors: torch.Tensor) -> None:
+    for name, t in tensors.items():
         if t.device.type != "cpu":
-            raise ValueError(f"fff_forward: {name} is on {t.device}, the CPU kernel needs every tensor on the CPU")
+            raise ValueError(f"{op}: {name} is on {t.device}, the CPU kernel needs every tensor on the CPU")
 
 
 def fff_forward(
@@ -1635,17 +1639,13 @@ def fff_forward_adaptivfloat8(
         )
     if x.shape[1] != in_codes.shape[2]:
         raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
+    # every check the C++ op makes is made here first, so that bad input gets a Python error naming the argument
     nodes = in_codes.shape[1]
     if nodes < 1 or (nodes + 1) & nodes:
         raise ValueError(f"fff_forward_adaptivfloat8: nodes per tree must be 2**(D+1)-1, got {nodes}")
     if not in_bias.is_floating_point():
         raise TypeError(f"fff_forward_adaptivfloat8: in_bias must be floating point, got {in_bias.dtype}")
-    for name, t in (("x", x), ("in_codes", in_codes), ("in_bias", in_bias), ("out_codes", out_codes)):
-        if t.device.type != "cpu":
-            raise ValueError(f"fff_forward_adaptivfloat8: {name} is on {t.device}, the CPU kernel needs every tensor "
-                             "on the CPU")
-    # every check the C++ op makes is made here first: on one machine (Ubuntu 24.04, GCC 13, torch 2.11) an error
-    # raised inside the op killed the process instead of reaching Python (benchmarks/edgebert_runs/session8_throw_diag.py)
+    _check_on_cpu("fff_forward_adaptivfloat8", x=x, in_codes=in_codes, in_bias=in_bias, out_codes=out_codes)
     for name, bias in (("in_exponent_bias", in_exponent_bias), ("out_exponent_bias", out_exponent_bias)):
         if not -126 <= int(bias) <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
             raise ValueError(f"fff_forward_adaptivfloat8: {name} {int(bias)} is outside [-126, 119]")
