@@ -1600,6 +1600,34 @@ def _register_fake_adaptivfloat8_residual() -> None:
         return x.new_empty(x.shape)
 
 
+def _is_tree_size(nodes: int) -> bool:
+    return nodes >= 1 and not (nodes + 1) & nodes
+
+
+def _check_adaptivfloat8_inputs(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias) -> None:
+    """Every check the C++ op makes, made first here, so that bad input gets a Python error naming the argument."""
+    if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
+        raise ValueError(f"fff_forward_adaptivfloat8: x must be (tokens, hidden) float32/bfloat16, got "
+                         f"{x.dtype} {tuple(x.shape)}")
+    if in_codes.dtype != torch.uint8 or out_codes.dtype != torch.uint8:
+        raise TypeError(f"fff_forward_adaptivfloat8: codes must be uint8, got {in_codes.dtype} / {out_codes.dtype}")
+    if in_codes.dim() != 3 or in_codes.shape != out_codes.shape or in_bias.shape != in_codes.shape[:2]:
+        raise ValueError(
+            f"fff_forward_adaptivfloat8: expected in_codes (K, N, H), in_bias (K, N), out_codes (K, N, H); got "
+            f"{tuple(in_codes.shape)}, {tuple(in_bias.shape)}, {tuple(out_codes.shape)}"
+        )
+    if x.shape[1] != in_codes.shape[2]:
+        raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
+    if not _is_tree_size(in_codes.shape[1]):
+        raise ValueError(f"fff_forward_adaptivfloat8: nodes per tree must be 2**(D+1)-1, got {in_codes.shape[1]}")
+    if not in_bias.is_floating_point():
+        raise TypeError(f"fff_forward_adaptivfloat8: in_bias must be floating point, got {in_bias.dtype}")
+    _check_on_cpu("fff_forward_adaptivfloat8", x=x, in_codes=in_codes, in_bias=in_bias, out_codes=out_codes)
+    for name, bias in (("in_exponent_bias", in_exponent_bias), ("out_exponent_bias", out_exponent_bias)):
+        if not -126 <= int(bias) <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
+            raise ValueError(f"fff_forward_adaptivfloat8: {name} {int(bias)} is outside [-126, 119]")
+
+
 def fff_forward_adaptivfloat8(
     x: torch.Tensor,
     in_codes: torch.Tensor,
@@ -1627,28 +1655,16 @@ def fff_forward_adaptivfloat8(
         _op_adaptivfloat8_residual = (torch.ops.ultrafastbert.fff_forward_cpu_af8_residual.default
                                       if hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8_residual") else False)
         _op_adaptivfloat8 = torch.ops.ultrafastbert.fff_forward_cpu_af8.default
-    if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
-        raise ValueError(f"fff_forward_adaptivfloat8: x must be (tokens, hidden) float32/bfloat16, got "
-                         f"{x.dtype} {tuple(x.shape)}")
-    if in_codes.dtype != torch.uint8 or out_codes.dtype != torch.uint8:
-        raise TypeError(f"fff_forward_adaptivfloat8: codes must be uint8, got {in_codes.dtype} / {out_codes.dtype}")
-    if in_codes.dim() != 3 or in_codes.shape != out_codes.shape or in_bias.shape != in_codes.shape[:2]:
-        raise ValueError(
-            f"fff_forward_adaptivfloat8: expected in_codes (K, N, H), in_bias (K, N), out_codes (K, N, H); got "
-            f"{tuple(in_codes.shape)}, {tuple(in_bias.shape)}, {tuple(out_codes.shape)}"
-        )
-    if x.shape[1] != in_codes.shape[2]:
-        raise ValueError(f"fff_forward_adaptivfloat8: x has hidden size {x.shape[1]}, the codes {in_codes.shape[2]}")
-    # every check the C++ op makes is made here first, so that bad input gets a Python error naming the argument
-    nodes = in_codes.shape[1]
-    if nodes < 1 or (nodes + 1) & nodes:
-        raise ValueError(f"fff_forward_adaptivfloat8: nodes per tree must be 2**(D+1)-1, got {nodes}")
-    if not in_bias.is_floating_point():
-        raise TypeError(f"fff_forward_adaptivfloat8: in_bias must be floating point, got {in_bias.dtype}")
-    _check_on_cpu("fff_forward_adaptivfloat8", x=x, in_codes=in_codes, in_bias=in_bias, out_codes=out_codes)
-    for name, bias in (("in_exponent_bias", in_exponent_bias), ("out_exponent_bias", out_exponent_bias)):
-        if not -126 <= int(bias) <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
-            raise ValueError(f"fff_forward_adaptivfloat8: {name} {int(bias)} is outside [-126, 119]")
+    # one cheap combined test on the hot path, as in fff_forward; the detailed checks only run to name the problem
+    if not (
+        x.is_cpu and in_codes.is_cpu and in_bias.is_cpu and out_codes.is_cpu
+        and x.dtype in _SUPPORTED_DTYPES and in_codes.dtype is torch.uint8 and out_codes.dtype is torch.uint8
+        and in_bias.is_floating_point() and x.dim() == 2 and in_codes.dim() == 3
+        and in_codes.shape == out_codes.shape and in_bias.shape == in_codes.shape[:2]
+        and x.shape[1] == in_codes.shape[2] and _is_tree_size(in_codes.shape[1])
+        and -126 <= in_exponent_bias <= 119 and -126 <= out_exponent_bias <= 119
+    ):
+        _check_adaptivfloat8_inputs(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias)
     if residual is None:
         return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
     if residual.shape != x.shape or residual.dtype != x.dtype:
