@@ -280,7 +280,7 @@ def main() -> None:
           + work["shared"] * blocks * (micro["dot_af8_shared"] + micro["axpy_f32"])
           + work["shared_nodes"] * blocks * micro["decode"] + 128 * work["levels"] * micro["gelu"])
     bound = ns / 1000 + us["af8, 1 token"]
-    print(f"\n128 tokens, 1 thread (µs)   | fp32 kernel | 8-bit kernel | 8-bit, all in L1 | fp32 / 8-bit")
+    print("\n128 tokens, 1 thread (µs)   | fp32 kernel | 8-bit kernel | 8-bit, all in L1 | fp32 / 8-bit")
     print(f"  measured                  | {us['fp32']:11.1f} | {us['af8']:12.1f} |"
           f" {'':16} | {us['fp32'] / us['af8']:11.2f}x")
     print(f"  estimate                  | {'':11} | {'':12} | {bound:16.1f} | {us['fp32'] / bound:11.2f}x")
