@@ -12,7 +12,8 @@ the work of the real layer:
    per node);
 2. per 32 weights per token, rows in L1: the fp32 dot and axpy, the 8-bit dot and axpy (decode included), the 8-bit
    shared dot per token (a row decoded once for 8 tokens, the kernel's largest group), a decode into memory (the
-   shared output rows), and one exact-erf GELU;
+   shared output rows), and one exact-erf GELU; where the CPU has AVX512-BF16, also the 8-bit dot with x rounded to
+   bf16 (vdpbf16ps), which is not exact and is shown only to say whether giving that up would buy speed;
 3. the shipped kernels on the same layer, interleaved medians.
 
 The estimate = lone pairs x (8-bit dot + axpy) + shared pairs x (shared dot + axpy from a decoded row) + shared nodes
@@ -86,6 +87,23 @@ __attribute__((noinline)) void dot_af8(const float* const* x, const uint8_t* con
     }
   for (int g = 0; g < G; ++g) out[g] = _mm512_reduce_add_ps(_mm512_add_ps(a[g], b[g]));
 }
+#if defined(__AVX512BF16__)
+// the same dot with x rounded to bfloat16 (pairs in the codes' interleaved order) and vdpbf16ps: not exact, here only
+// to show whether giving up the fp32 arithmetic would buy speed on this CPU
+__attribute__((noinline)) void dot_af8_bf16x(const uint16_t* const* x, const uint8_t* const* w, float* out) {
+  __m512 a[G];
+  for (int g = 0; g < G; ++g) a[g] = _mm512_setzero_ps();
+  for (int h = 0; h < H; h += 32)
+    for (int g = 0; g < G; ++g) {
+      const __m512i s = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[g] + h)));
+      const __mmask32 nz = _mm512_test_epi16_mask(s, _mm512_set1_epi16(0x7F));
+      const __m512i t = _mm512_ternarylogic_epi32(s, _mm512_set1_epi16(0x107F), _mm512_set1_epi16(0x0800), 0xEA);
+      const __m512i bf = _mm512_maskz_slli_epi16(nz, t, 3);
+      a[g] = _mm512_dpbf16_ps(a[g], (__m512bh)_mm512_loadu_si512(x[g] + h), (__m512bh)bf);
+    }
+  for (int g = 0; g < G; ++g) out[g] = _mm512_reduce_add_ps(a[g]);
+}
+#endif
 __attribute__((noinline)) void dot_af8_shared(const float* const* x, const uint8_t* w, float* out) {
   __m512 a[S], b[S];
   for (int g = 0; g < S; ++g) { a[g] = _mm512_setzero_ps(); b[g] = _mm512_setzero_ps(); }
@@ -181,6 +199,13 @@ int main(int argc, char** argv) {
   const double per = double(G) * H / 32, per_s = double(S) * H / 32, blocks = H / 32.0;
   std::printf("dot_f32 %.4f\n", best_ns([&] { dot_f32(xs, ws, out); sink = sink + out[0]; }, 20000) / per);
   std::printf("dot_af8 %.4f\n", best_ns([&] { dot_af8(xs, cs, out); sink = sink + out[0]; }, 20000) / per);
+#if defined(__AVX512BF16__)
+  std::vector<uint16_t> xb(G * H);
+  for (int i = 0; i < G * H; ++i) { uint32_t u; std::memcpy(&u, &xf[i], 4); xb[i] = uint16_t(u >> 16); }
+  const uint16_t* xbs[G];
+  for (int g = 0; g < G; ++g) xbs[g] = xb.data() + g * H;
+  std::printf("dot_af8_bf16x %.4f\n", best_ns([&] { dot_af8_bf16x(xbs, cs, out); sink = sink + out[0]; }, 20000) / per);
+#endif
   std::printf("dot_af8_shared %.4f\n",
               best_ns([&] { dot_af8_shared(xs, cs[0], out); sink = sink + out[0]; }, 20000) / per_s);
   std::printf("axpy_f32 %.4f\n", best_ns([&] { axpy_f32(y.data(), ws, gate); }, 20000) / per);
@@ -267,6 +292,8 @@ def main() -> None:
     print(f"  fp32 dot {micro['dot_f32']:.3f}  axpy {micro['axpy_f32']:.3f} | 8-bit dot {micro['dot_af8']:.3f}  "
           f"axpy {micro['axpy_af8']:.3f}  shared dot {micro['dot_af8_shared']:.3f}  decode {micro['decode']:.3f}; "
           f"GELU {micro['gelu']:.2f} ns")
+    if "dot_af8_bf16x" in micro:
+        print(f"  not exact, for comparison: 8-bit dot with x in bf16 (vdpbf16ps) {micro['dot_af8_bf16x']:.3f}")
 
     with torch.inference_mode():
         one = torch.randn(1, 768)
