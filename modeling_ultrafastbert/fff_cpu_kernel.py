@@ -1362,6 +1362,10 @@ def _compile(output: Path, workdir: str) -> None:
             problem = _exception_self_test(output)
             if problem is None:
                 os.chmod(output, 0o755)  # whatever the umask: no one else may write the library
+                if errors:  # say why the first choice was not used, once per build
+                    failed = "; ".join(e.splitlines()[0][:200] for e in errors)
+                    warnings.warn(f"the FFF CPU kernel was built with {compiler}"
+                                  f"{'' if arch else ' without -march=native'} after: {failed}", stacklevel=2)
                 return
             errors.append(f"{compiler}: the library it built fails its self-test: {problem}")
             break  # the flags do not change how this toolchain handles exceptions: next compiler

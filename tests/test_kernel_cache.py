@@ -309,7 +309,9 @@ def test_build_moves_on_to_the_next_compiler_when_a_library_fails_its_self_test(
     monkeypatch.setattr(fff_cpu_kernel, "_compile_command",
                         lambda output, source, arch, compiler=None: ["cp", str(produced_by[compiler]), output])
     output = tmp_path / "fff_cpu_kernel.so"
-    fff_cpu_kernel._compile(output, str(tmp_path))
+    with pytest.warns(UserWarning, match="built with good-cxx after: broken-cxx: the library it built fails its "
+                                         "self-test"):
+        fff_cpu_kernel._compile(output, str(tmp_path))
     assert output.read_bytes() == built.read_bytes()
 
     produced_by["good-cxx"] = crashing_library  # no candidate gives a library that raises: a clear error
