@@ -1659,6 +1659,7 @@ def fff_forward_adaptivfloat8(
         _op_adaptivfloat8_residual = (torch.ops.ultrafastbert.fff_forward_cpu_af8_residual.default
                                       if hasattr(torch.ops.ultrafastbert, "fff_forward_cpu_af8_residual") else False)
         _op_adaptivfloat8 = torch.ops.ultrafastbert.fff_forward_cpu_af8.default
+    in_exponent_bias, out_exponent_bias = int(in_exponent_bias), int(out_exponent_bias)
     # one cheap combined test on the hot path, as in fff_forward; the detailed checks only run to name the problem
     if not (
         x.is_cpu and in_codes.is_cpu and in_bias.is_cpu and out_codes.is_cpu
@@ -1670,14 +1671,14 @@ def fff_forward_adaptivfloat8(
     ):
         _check_adaptivfloat8_inputs(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias)
     if residual is None:
-        return _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
+        return _op_adaptivfloat8(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias)
     if residual.shape != x.shape or residual.dtype != x.dtype:
         raise ValueError(f"fff_forward_adaptivfloat8: residual must have x's shape and dtype {tuple(x.shape)} "
                          f"{x.dtype}, got {tuple(residual.shape)} {residual.dtype}")
     if _op_adaptivfloat8_residual:
-        return _op_adaptivfloat8_residual(x, in_codes, int(in_exponent_bias), in_bias, out_codes,
-                                          int(out_exponent_bias), residual)
-    return residual + _op_adaptivfloat8(x, in_codes, int(in_exponent_bias), in_bias, out_codes, int(out_exponent_bias))
+        return _op_adaptivfloat8_residual(x, in_codes, in_exponent_bias, in_bias, out_codes,
+                                          out_exponent_bias, residual)
+    return residual + _op_adaptivfloat8(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias)
 
 
 def _register_fake_quantize_u8() -> None:
