@@ -23,10 +23,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_fff_layer import machine  # noqa: E402
+from bench_fff_layer_8bit import adaptivfloat8_layer  # noqa: E402
 
 from modeling_ultrafastbert import fff_cpu_kernel  # noqa: E402
-from modeling_ultrafastbert.adaptivfloat import adaptivfloat_quantize  # noqa: E402
-from modeling_ultrafastbert.fast_feedforward import FastFeedForward  # noqa: E402
 
 MARK = '_CPP_SOURCE = r"""'
 
@@ -68,10 +67,8 @@ def main() -> None:
     torch.manual_seed(0)
     layers = []
     for _ in range(args.layers):
-        layer = FastFeedForward(768, 11, 1).eval().requires_grad_(False)
-        in_codes, in_exp = adaptivfloat_quantize(layer.in_weight)
-        out_codes, out_exp = adaptivfloat_quantize(layer.out_weight)
-        layers.append((in_codes, int(in_exp), layer.in_bias, out_codes, int(out_exp)))
+        layer, in_codes, in_exp, out_codes, out_exp = adaptivfloat8_layer()
+        layers.append((in_codes, in_exp, layer.in_bias, out_codes, out_exp))
     x = torch.randn(args.tokens, 768)
     times = {"A": [], "B": []}
     with torch.inference_mode():

@@ -35,10 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_fff_layer import interleaved_medians, machine  # noqa: E402
+from bench_fff_layer import interleaved_medians, require_native_kernel  # noqa: E402
+from bench_fff_layer_8bit import adaptivfloat8_layer  # noqa: E402
 
 from modeling_ultrafastbert import fff_cpu_kernel  # noqa: E402
-from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize  # noqa: E402
+from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize  # noqa: E402
 from modeling_ultrafastbert.fast_feedforward import FastFeedForward  # noqa: E402
 
 # The per-weight work, operands in L1. decode32 is the kernel's af8_decode32_exact (fff_cpu_kernel.py): sign-extend
@@ -257,16 +258,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time budget per contender")
     parser.add_argument("--chunk", type=int, default=64, help="tokens per chunk of the 8-bit walk (kAf8Chunk)")
     args = parser.parse_args()
-    ok, reason = fff_cpu_kernel.is_available()
-    print(f"machine: {machine()}")
-    print(f"native kernel: {reason}")
-    if not ok:
-        sys.exit(1)
+    require_native_kernel()
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    layer = FastFeedForward(768, 11, 1).eval().requires_grad_(False)
-    in_codes, in_exp = adaptivfloat_quantize(layer.in_weight)
-    out_codes, out_exp = adaptivfloat_quantize(layer.out_weight)
+    layer, in_codes, in_exp, out_codes, out_exp = adaptivfloat8_layer()
     w1, w2 = adaptivfloat_dequantize(in_codes, in_exp), adaptivfloat_dequantize(out_codes, out_exp)
     x = torch.randn(128, 768)
 

@@ -60,6 +60,15 @@ def median_us(fn, seconds: float) -> float:
     return statistics.median(sample_us(fn, seconds))
 
 
+def require_native_kernel() -> None:
+    """Print the machine and the native CPU kernel's state; exit if the kernel is not available."""
+    ok, reason = fff_cpu_kernel.is_available()
+    print(f"machine: {machine()}")
+    print(f"native kernel: {reason}")
+    if not ok:
+        sys.exit(1)
+
+
 def interleaved_medians(contenders: dict, seconds: float, rounds: int = 5) -> dict:
     """Median µs of each contender over samples taken in ``rounds`` interleaved slices, so that load from other
     processes on a shared machine hits every contender alike instead of skewing one of them."""
@@ -83,11 +92,7 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     all_threads = torch.get_num_threads()
 
-    ok, reason = fff_cpu_kernel.is_available()
-    print(f"machine: {machine()}")
-    print(f"native kernel: {reason}")
-    if not ok:
-        sys.exit(1)
+    require_native_kernel()
     torch.manual_seed(0)
     layer = FastFeedForward(768, 11, 1, kernel="native").eval().to(dtype).requires_grad_(False)
     w1, b, w2 = layer.in_weight, layer.in_bias, layer.out_weight

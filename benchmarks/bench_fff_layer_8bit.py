@@ -19,11 +19,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_fff_layer import interleaved_medians, machine  # noqa: E402
+from bench_fff_layer import interleaved_medians, require_native_kernel  # noqa: E402
 
 from modeling_ultrafastbert import fff_cpu_kernel  # noqa: E402
 from modeling_ultrafastbert.adaptivfloat import adaptivfloat_dequantize, adaptivfloat_quantize  # noqa: E402
 from modeling_ultrafastbert.fast_feedforward import FastFeedForward  # noqa: E402
+
+
+def adaptivfloat8_layer() -> tuple:
+    """UltraFastBERT-1x11's FFF (hidden 768, one tree of depth 11), random, with its weights in AdaptivFloat-8:
+    (layer, in_codes, in_exponent_bias, out_codes, out_exponent_bias)."""
+    layer = FastFeedForward(768, 11, 1).eval().requires_grad_(False)
+    in_codes, in_exp = adaptivfloat_quantize(layer.in_weight)
+    out_codes, out_exp = adaptivfloat_quantize(layer.out_weight)
+    return layer, in_codes, in_exp, out_codes, out_exp
 
 
 def main() -> None:
@@ -33,19 +42,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="time budget per contender and shape")
     parser.add_argument("--layers", type=int, default=1, help="distinct layers run in turn per timed call")
     args = parser.parse_args()
-    ok, reason = fff_cpu_kernel.is_available()
-    print(f"machine: {machine()}")
-    print(f"native kernel: {reason}")
-    if not ok:
-        sys.exit(1)
+    require_native_kernel()
     if args.layers < 1:
         parser.error(f"--layers must be at least 1, got {args.layers}")
     torch.manual_seed(0)
     layers = []  # (in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias, decoded w1, decoded w2)
     for _ in range(args.layers):
-        layer = FastFeedForward(768, 11, 1).eval().requires_grad_(False)
-        in_codes, in_exp = adaptivfloat_quantize(layer.in_weight)
-        out_codes, out_exp = adaptivfloat_quantize(layer.out_weight)
+        layer, in_codes, in_exp, out_codes, out_exp = adaptivfloat8_layer()
         layers.append((in_codes, in_exp, layer.in_bias, out_codes, out_exp, adaptivfloat_dequantize(in_codes, in_exp),
                        adaptivfloat_dequantize(out_codes, out_exp)))
     with torch.inference_mode():

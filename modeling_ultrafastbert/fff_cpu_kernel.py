@@ -1608,7 +1608,7 @@ def _is_tree_size(nodes: int) -> bool:
     return nodes >= 1 and not (nodes + 1) & nodes
 
 
-def _check_adaptivfloat8_inputs(x, in_codes, in_exponent_bias, in_bias, out_codes, out_exponent_bias) -> None:
+def _check_adaptivfloat8_inputs(x, in_codes, in_exponent_bias: int, in_bias, out_codes, out_exponent_bias: int) -> None:
     """Every check the C++ op makes, made first here, so that bad input gets a Python error naming the argument."""
     if x.dim() != 2 or x.dtype not in _SUPPORTED_DTYPES:
         raise ValueError(f"fff_forward_adaptivfloat8: x must be (tokens, hidden) float32/bfloat16, got "
@@ -1628,8 +1628,8 @@ def _check_adaptivfloat8_inputs(x, in_codes, in_exponent_bias, in_bias, out_code
         raise TypeError(f"fff_forward_adaptivfloat8: in_bias must be floating point, got {in_bias.dtype}")
     _check_on_cpu("fff_forward_adaptivfloat8", x=x, in_codes=in_codes, in_bias=in_bias, out_codes=out_codes)
     for name, bias in (("in_exponent_bias", in_exponent_bias), ("out_exponent_bias", out_exponent_bias)):
-        if not -126 <= int(bias) <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
-            raise ValueError(f"fff_forward_adaptivfloat8: {name} {int(bias)} is outside [-126, 119]")
+        if not -126 <= bias <= 119:  # the scales and the largest decoded value must stay normal fp32 numbers
+            raise ValueError(f"fff_forward_adaptivfloat8: {name} {bias} is outside [-126, 119]")
 
 
 def fff_forward_adaptivfloat8(
